@@ -1,0 +1,77 @@
+"""Validated configuration: the dataset registry and preprocessing settings.
+
+YAML files in this folder hold the defaults; pydantic models refuse unknown keys and wrong types.
+The trainer does not import this module (it runs where pydantic may be missing); it has its own
+frozen dataclass config in `models/<name>/`.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ncflow.errors import NcflowError
+
+CONFIG_DIR = Path(__file__).resolve().parent
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatasetSpec(Strict):
+    url: str
+    md5: str = Field(pattern=r"^[0-9a-f]{32}$")
+    format: Literal["ml-100k", "ml-1m", "ml-csv"]
+    ratings_file: str  # its name inside the archive, found at any depth
+    items_file: str | None = None  # titles, for recommendations people can read
+
+
+class Columns(Strict):
+    """Column names of a local interactions file (CSV with a header, or Parquet)."""
+
+    user: str = "user"
+    item: str = "item"
+    rating: str | None = None  # optional: absent means every row is a positive with rating 1
+    timestamp: str | None = None  # optional: absent means file order is time order
+
+
+class PreprocessConfig(Strict):
+    """Everything that changes the processed output; it is hashed into the output's name and cache key."""
+
+    protocol: Literal["ncf", "vaecf"] = "ncf"
+    seed: int = 0
+    # NCF (ANCHORS.md section 1)
+    test_negatives: int = Field(default=100, ge=1)  # per user, as in the NCF paper and MLPerf
+    distinct_negatives: bool = False  # False: with replacement, duplicates masked at scoring (MLPerf)
+    # VAE-CF (ANCHORS.md section 2)
+    min_rating: float = 4.0  # NVIDIA keeps ratings >= 4; the paper > 3.5 (the same on MovieLens)
+    min_user_items: int = Field(default=5, ge=2)
+    heldout_users: int = Field(default=10_000, ge=1)  # each for validation and test; scaled down on small data
+    heldout_fraction_cap: float = Field(default=0.1, gt=0, lt=0.5)  # at most this share of users each
+    foldin_fraction: float = Field(default=0.8, gt=0, lt=1)
+    columns: Columns = Columns()
+
+
+@cache
+def dataset_registry() -> dict[str, DatasetSpec]:
+    raw = yaml.safe_load((CONFIG_DIR / "datasets.yaml").read_text())
+    return {name: DatasetSpec(**spec) for name, spec in raw.items()}
+
+
+def dataset_spec(name: str) -> DatasetSpec:
+    registry = dataset_registry()
+    if name not in registry:
+        known = ", ".join(sorted(registry))
+        raise NcflowError(f"unknown dataset {name!r}: known are {known}, or a path to a CSV/Parquet file")
+    return registry[name]
+
+
+def validation_message(err: ValidationError) -> str:
+    """pydantic's report folded into one line, naming each bad field."""
+    parts = [f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in err.errors()]
+    return "; ".join(parts)
