@@ -1,0 +1,180 @@
+"""The preprocessing stage: raw ratings in, a processed dataset folder (Parquet + manifest.json) out.
+
+The folder's name carries a hash of everything that shapes it (source checksum, config, code
+version), so a second run with the same inputs finds it and does no work, and a changed setting can
+never be mistaken for an old result. It is written to a temporary folder and renamed when complete.
+
+    processed/<dataset>-<protocol>-<hash>/
+      manifest.json      counts, source checksum, config, seconds per stage
+      users.parquet      index -> original user id            (ncf)
+      items.parquet      index -> original item id, title
+      train.parquet      user, item                            (ncf: sorted by user, item)
+      test.parquet       user, item, negatives[K]              (ncf)
+      <split>.parquet    user_id, items: list<int32> (a CSR row per user)   (vaecf)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+import ncflow
+from configs import PreprocessConfig, dataset_registry
+from ncflow.atomic import atomic_dir
+from ncflow.data.download import file_md5
+from ncflow.data.ncf_split import ncf_split
+from ncflow.data.readers import Interactions, find_file, read_interactions_file, read_movielens, read_titles
+from ncflow.data.vae_split import SPLITS, vae_split
+from ncflow.errors import NcflowError
+from ncflow.xp import Device, get_xp, to_numpy
+
+# Bump when the output of the same input and config changes: it is part of the cache key.
+PREPROCESS_VERSION = 1
+
+
+def ratings_path(dataset: str, raw: Path) -> Path:
+    """The file actually read: the registry's ratings file inside `raw`, or `raw` itself."""
+    registry = dataset_registry()
+    if dataset in registry:
+        return find_file(raw, registry[dataset].ratings_file)
+    if Path(raw).is_dir():  # a folder in ml-20m's layout, as `ncflow synth` writes
+        return find_file(raw, "ratings.csv")
+    return Path(raw)
+
+
+def read_raw(dataset: str, raw: Path, config: PreprocessConfig) -> tuple[Interactions, dict[int, str]]:
+    registry = dataset_registry()
+    if dataset in registry:
+        spec = registry[dataset]
+    elif Path(raw).is_dir():
+        spec = registry["ml-20m"]  # same file format and layout
+    else:
+        return read_interactions_file(Path(raw), config.columns), {}
+    return read_movielens(raw, spec), read_titles(raw, spec)
+
+
+def output_dir(out_root: Path, dataset: str, source_md5: str, config: PreprocessConfig) -> Path:
+    key = json.dumps([source_md5, config.model_dump(mode="json"), PREPROCESS_VERSION], sort_keys=True)
+    digest = hashlib.sha256(key.encode()).hexdigest()[:10]
+    return Path(out_root) / "processed" / f"{dataset}-{config.protocol}-{digest}"
+
+
+def preprocess(
+    dataset: str, raw: Path, out_root: Path, config: PreprocessConfig | None = None, device: Device = "auto"
+) -> Path:
+    """Split `raw` (a dataset folder or an interactions file) by `config.protocol`; return the folder."""
+    config = config or PreprocessConfig()
+    seconds: dict[str, float] = {}
+    start = time.perf_counter()
+    source = ratings_path(dataset, raw)
+    source_md5 = file_md5(source)
+    out = output_dir(out_root, dataset, source_md5, config)
+    if (out / "manifest.json").is_file():
+        return out  # complete: folders appear only by rename after a full write
+    seconds["checksum"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    interactions, titles = read_raw(dataset, raw, config)
+    seconds["read"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    xp = get_xp(device)
+    user, item = xp.asarray(interactions.user), xp.asarray(interactions.item)
+    if config.protocol == "ncf":
+        split = ncf_split(
+            xp, user, item, xp.asarray(interactions.timestamp),
+            negatives=config.test_negatives, distinct=config.distinct_negatives, seed=config.seed,
+        )  # fmt: skip
+        tables = ncf_tables(split)
+        counts = {
+            "users": split.n_users,
+            "items": split.n_items,
+            "train_positives": len(split.train_user),
+            "test_users": split.n_users,
+            "test_negatives": config.test_negatives,
+        }
+        item_ids = to_numpy(split.item_ids)
+    else:
+        vsplit = vae_split(
+            xp, user, item, xp.asarray(interactions.rating),
+            min_rating=config.min_rating, min_user_items=config.min_user_items,
+            heldout_users=config.heldout_users, heldout_fraction_cap=config.heldout_fraction_cap,
+            foldin_fraction=config.foldin_fraction, seed=config.seed,
+        )  # fmt: skip
+        tables = {name: csr_table(vsplit.parts[name]) for name in SPLITS}
+        counts = {
+            "items": vsplit.n_items,
+            "train_users": len(vsplit.parts["train"].row_ids),
+            "train_positives": len(vsplit.parts["train"].indices),
+            "valid_users": len(vsplit.parts["valid_foldin"].row_ids),
+            "test_users": len(vsplit.parts["test_foldin"].row_ids),
+        }
+        item_ids = to_numpy(vsplit.item_ids)
+    tables["items"] = pa.table(
+        {
+            "index": pa.array(np.arange(len(item_ids), dtype=np.int32)),
+            "id": pa.array(item_ids),
+            "title": pa.array([titles.get(int(i)) for i in item_ids], pa.string()),
+        }
+    )
+    seconds["split"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    manifest: dict[str, Any] = {
+        "dataset": dataset,
+        "protocol": config.protocol,
+        "counts": counts,
+        "source": {"path": str(Path(source).resolve()), "md5": source_md5},
+        "config": config.model_dump(mode="json"),
+        "ncflow_version": ncflow.__version__,
+        "preprocess_version": PREPROCESS_VERSION,
+        "backend": xp.__name__,
+    }
+    with atomic_dir(out) as tmp:
+        for name, table in tables.items():
+            pq.write_table(table, tmp / f"{name}.parquet")
+        seconds["write"] = time.perf_counter() - start
+        manifest["seconds"] = {k: round(v, 3) for k, v in seconds.items()}
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return out
+
+
+def ncf_tables(split) -> dict[str, pa.Table]:
+    n_users = split.n_users
+    negatives = to_numpy(split.test_negatives)
+    k = negatives.shape[1]
+    return {
+        "users": pa.table({"index": np.arange(n_users, dtype=np.int32), "id": to_numpy(split.user_ids)}),
+        "train": pa.table({"user": to_numpy(split.train_user), "item": to_numpy(split.train_item)}),
+        "test": pa.table(
+            {
+                "user": np.arange(n_users, dtype=np.int32),
+                "item": to_numpy(split.test_item),
+                "negatives": pa.FixedSizeListArray.from_arrays(pa.array(negatives.reshape(-1)), k),
+            }
+        ),
+    }
+
+
+def csr_table(part) -> pa.Table:
+    offsets = pa.array(to_numpy(part.indptr).astype(np.int32))
+    return pa.table(
+        {
+            "user_id": pa.array(to_numpy(part.row_ids)),
+            "items": pa.ListArray.from_arrays(offsets, pa.array(to_numpy(part.indices))),
+        }
+    )
+
+
+def read_manifest(processed: Path) -> dict[str, Any]:
+    path = Path(processed) / "manifest.json"
+    if not path.is_file():
+        raise NcflowError(f"{processed} is not a processed dataset (no manifest.json): run `ncflow data` first")
+    return json.loads(path.read_text())

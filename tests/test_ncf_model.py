@@ -1,0 +1,88 @@
+import math
+
+import pytest
+import torch
+
+from models.ncf.model import NeuMF, NeuMFConfig
+
+ML20M_USERS, ML20M_ITEMS = 138_493, 26_744
+
+
+def test_param_count_ml20m():
+    # On the meta device: shapes and init only, no 127 MB of memory.
+    with torch.device("meta"):
+        model = NeuMF(NeuMFConfig(ML20M_USERS, ML20M_ITEMS))
+    assert model.get_num_params() == 31_832_577  # NVIDIA's figure for the same model, ANCHORS section 1
+    assert model.user_embed.weight.shape == (ML20M_USERS, 64 + 128)
+    assert model.item_embed.weight.shape == (ML20M_ITEMS, 64 + 128)
+    assert [tuple(m.weight.shape) for m in model.mlp] == [(256, 256), (128, 256), (64, 128)]
+    assert tuple(model.final.weight.shape) == (1, 128)
+
+
+def test_init_statistics():
+    torch.manual_seed(0)
+    model = NeuMF(NeuMFConfig(3000, 2000))
+    for table in (model.user_embed.weight, model.item_embed.weight):
+        assert abs(table.mean().item()) < 1e-3
+        assert table.std().item() == pytest.approx(0.01, rel=0.02)
+    for layer in model.mlp:
+        fan_out, fan_in = layer.weight.shape
+        bound = math.sqrt(6.0 / (fan_in + fan_out))  # Glorot-uniform
+        assert layer.weight.abs().max().item() <= bound
+        assert layer.weight.std().item() == pytest.approx(bound / math.sqrt(3.0), rel=0.05)
+        assert torch.all(layer.bias == 0)
+    bound = math.sqrt(3.0 / model.final.weight.shape[1])  # LeCun-uniform
+    assert model.final.weight.abs().max().item() <= bound
+    assert torch.all(model.final.bias == 0)
+
+
+def test_config_validation():
+    with pytest.raises(ValueError):
+        NeuMFConfig(10, 10, mlp_layers=(255, 64))
+    with pytest.raises(ValueError):
+        NeuMFConfig(10, 10, dropout=1.0)
+    with pytest.raises(ValueError):
+        NeuMFConfig(0, 10)
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32])
+def test_forward_backward_tiny(dtype):
+    torch.manual_seed(0)
+    model = NeuMF(NeuMFConfig(7, 11, mf_dim=4, mlp_layers=(8, 6, 4), dropout=0.5))
+    user = torch.randint(0, 7, (32,), dtype=dtype)
+    item = torch.randint(0, 11, (32,), dtype=dtype)
+    logits = model(user, item)
+    assert logits.shape == (32,)
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, (item % 2).float())
+    loss.backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+    # only rows that were looked up get gradient
+    untouched = torch.ones(7, dtype=torch.bool)
+    untouched[user.long()] = False
+    assert torch.all(model.user_embed.weight.grad[untouched] == 0)
+
+
+def test_dropout_only_in_training():
+    torch.manual_seed(0)
+    model = NeuMF(NeuMFConfig(5, 6, mf_dim=4, mlp_layers=(8, 4), dropout=0.5))
+    user, item = torch.arange(5), torch.arange(5)
+    model.eval()
+    assert torch.equal(model(user, item), model(user, item))
+    model.train()
+    assert not torch.equal(model(user, item), model(user, item))
+
+
+def test_score_candidates_matches_forward():
+    torch.manual_seed(0)
+    model = NeuMF(NeuMFConfig(9, 30, mf_dim=8, mlp_layers=(16, 8, 4))).eval()
+    with torch.no_grad():  # a trained-looking model: non-zero biases so the split first layer is tested
+        for p in model.parameters():
+            p.normal_(0.0, 0.3)
+    users = torch.tensor([3, 0, 8, 3], dtype=torch.int32)
+    cands = torch.randint(0, 30, (4, 101), dtype=torch.int32)
+    with torch.no_grad():
+        got = model.score_candidates(users, cands)
+        want = model(users.repeat_interleave(101), cands.reshape(-1)).reshape(4, 101)
+    assert got.shape == (4, 101)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
