@@ -18,8 +18,8 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type) -> None:
         elif "tuple" in str(kind):
             parser.add_argument(flag, type=int_tuple, default=default, help=f"comma-separated (default {default})")
         else:
-            base = next((t for t in (int, float, str) if str(kind).startswith(t.__name__)), str)
-            parser.add_argument(flag, type=base, default=default, help=f"(default {default})")
+            parser.add_argument(flag, type=kind if kind in (int, float) else str, default=default,
+                                help=f"(default {default})")
 
 
 def config_from_args(cls: type, args: argparse.Namespace) -> Any:

@@ -119,6 +119,11 @@ class _Model:
         self.U = np.clip(np.rint(rng.standard_normal((n, p.rank)) * 8), -40, 40)
         self.V = np.clip(np.rint(rng.standard_normal((m, p.rank)) * 8), -40, 40)
         self.scale = 1.0 / (64.0 * np.sqrt(p.rank))
+        # log weight = U_u . V_i * scale / T + log pop_i as ONE product of augmented factors, every term
+        # on a 2**-20 grid: the sums are exact in float64, so any BLAS and summation order agree.
+        grid = 2.0**-20
+        self.Ua = np.c_[np.rint(self.U * (self.scale / p.temperature) / grid) * grid, np.ones(n)]
+        self.Va = np.c_[self.V, np.rint(self.log_pop / grid) * grid]
         self.user_bias = rng.normal(0.0, 0.45, n)
         self.item_bias = rng.normal(0.0, 0.35, m) + 0.15 * (self.log_pop - self.log_pop.mean())
         self.gap_days = rng.lognormal(np.log(30.0), 1.0, n)  # mean pause between one user's sessions
@@ -126,7 +131,8 @@ class _Model:
         self.forced_user, self.forced_item = self._cover_items(counts, rng)
         forced_per_user = np.bincount(self.forced_user, minlength=n)
         self.counts = np.maximum(counts, forced_per_user)
-        self.chunk = max(1, _DENSE_CELLS // m)
+        self.chunk = max(1, min(n, _DENSE_CELLS // m))
+        self._buf = np.empty((self.chunk, m))  # reused: a fresh 128 MiB block per chunk costs page faults
 
     def _cover_items(self, counts: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """Pick, per item, a user who will surely rate it, so every item appears at least once."""
@@ -146,12 +152,10 @@ class _Model:
         draws with replacement, first occurrences kept in draw order (successive sampling). The few
         users whose draws hold too few distinct items use Gumbel top-k over all items instead.
         """
-        p, m, nu = self.p, self.p.n_items, hi - lo
+        m, nu = self.p.n_items, hi - lo
         cnt = self.counts[lo:hi]
-        logw = self.U[lo:hi] @ self.V.T  # exact: integer-valued factors
-        logw *= self.scale / p.temperature
-        logw += self.log_pop
-        cdf = np.exp(logw).ravel()
+        cdf = np.matmul(self.Ua[lo:hi], self.Va.T, out=self._buf[:nu]).ravel()
+        np.exp(cdf, out=cdf)
         np.cumsum(cdf, out=cdf)  # one running sum over the block: row u spans cdf[u*m : (u+1)*m]
         row_end = cdf[m - 1 :: m]
         row_start = np.r_[0.0, row_end[:-1]]
@@ -167,7 +171,10 @@ class _Model:
         item[forced] = fi
         ud = lu[~forced]
         target = row_start[ud] + rng.random(ud.size) * (row_end[ud] - row_start[ud])
-        item[~forced] = np.clip(np.searchsorted(cdf, target, side="right") - ud * m, 0, m - 1)
+        order = np.argsort(target)  # sorted keys make searchsorted twice as fast
+        found = np.empty(ud.size, dtype=np.int64)
+        found[order] = np.searchsorted(cdf, target[order], side="right")
+        item[~forced] = np.clip(found - ud * m, 0, m - 1)
         flat = lu * m + item
         _, first = np.unique(flat, return_index=True)  # first occurrence of each (user, item)
         first.sort()  # back to draw order, grouped by user
@@ -176,7 +183,7 @@ class _Model:
         chosen = flat[first[rank < cnt[fu_]]]
         short = np.flatnonzero(np.bincount(fu_, minlength=nu) < cnt)
         if short.size:  # heavy users: Gumbel top-k over every item, same weights, forced items first
-            key = (self.U[lo + short] @ self.V.T) * (self.scale / p.temperature) + self.log_pop
+            key = self.Ua[lo + short] @ self.Va.T
             key += rng.gumbel(size=key.shape)
             sel = np.isin(fu, short)
             key[np.searchsorted(short, fu[sel]), fi[sel]] = np.inf
