@@ -51,7 +51,9 @@ class PreprocessConfig(Strict):
     # VAE-CF (ANCHORS.md section 2)
     min_rating: float = 4.0  # NVIDIA keeps ratings >= 4; the paper > 3.5 (the same on MovieLens)
     min_user_items: int = Field(default=5, ge=2)
-    heldout_users: int = Field(default=10_000, ge=1)  # each for validation and test; scaled down on small data
+    heldout_users: int = Field(
+        default=10_000, ge=1
+    )  # each for validation and test; scaled down on small data
     heldout_fraction_cap: float = Field(default=0.1, gt=0, lt=0.5)  # at most this share of users each
     foldin_fraction: float = Field(default=0.8, gt=0, lt=1)
     columns: Columns = Columns()

@@ -67,14 +67,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log each step")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    synth = sub.add_parser("synth", help="write a synthetic MovieLens-like dataset (ml-20m's ratings.csv format)")
+    synth = sub.add_parser(
+        "synth", help="write a synthetic MovieLens-like dataset (ml-20m's ratings.csv format)"
+    )
     synth.add_argument("preset", help="tiny | ml1m | ml20m")
     synth.add_argument("--out", required=True, help="folder to write (replaced whole)")
     synth.add_argument("--seed", type=int, default=0)
     synth.set_defaults(func=cmd_synth)
 
     data = sub.add_parser("data", help="download (or read) and preprocess a dataset")
-    data.add_argument("dataset", help="ml-100k | ml-1m | ml-20m | ml-25m | synth-<preset> | a CSV/Parquet file")
+    data.add_argument(
+        "dataset", help="ml-100k | ml-1m | ml-20m | ml-25m | synth-<preset> | a CSV/Parquet file"
+    )
     data.add_argument("--source", help="a mirror URL, a local archive, or a folder holding the ratings file")
     data.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR), help="where raw and processed data live")
     data.add_argument("--protocol", default="ncf", choices=["ncf", "vaecf"])
@@ -90,10 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(name)s: %(message)s"
+    )
     try:
         args.func(args)
     except NcflowError as err:

@@ -33,7 +33,9 @@ def get_xp(device: Device = "auto") -> ModuleType:
         return np
     cp = cupy_or_none()
     if device == "gpu" and cp is None:
-        raise NcflowError("device 'gpu' asked for, but CuPy or a CUDA GPU is missing: pip install 'ncflow[gpu]'")
+        raise NcflowError(
+            "device 'gpu' asked for, but CuPy or a CUDA GPU is missing: pip install 'ncflow[gpu]'"
+        )
     if device not in ("auto", "gpu"):
         raise NcflowError(f"unknown device {device!r}: use auto, cpu or gpu")
     return cp if cp is not None else np

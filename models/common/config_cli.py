@@ -16,10 +16,13 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type) -> None:
         if kind is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
         elif "tuple" in str(kind):
-            parser.add_argument(flag, type=int_tuple, default=default, help=f"comma-separated (default {default})")
+            parser.add_argument(
+                flag, type=int_tuple, default=default, help=f"comma-separated (default {default})"
+            )
         else:
-            parser.add_argument(flag, type=kind if kind in (int, float) else str, default=default,
-                                help=f"(default {default})")
+            parser.add_argument(
+                flag, type=kind if kind in (int, float) else str, default=default, help=f"(default {default})"
+            )
 
 
 def config_from_args(cls: type, args: argparse.Namespace) -> Any:

@@ -35,13 +35,17 @@ def setup_distributed(device: str = "auto") -> Dist:
     world_size = int(os.environ.get("WORLD_SIZE", 1))
     if use_cuda:
         if local_rank >= torch.cuda.device_count():
-            raise SystemExit(f"error: {world_size} processes asked for, but only {torch.cuda.device_count()} GPUs")
+            raise SystemExit(
+                f"error: {world_size} processes asked for, but only {torch.cuda.device_count()} GPUs"
+            )
         torch.cuda.set_device(local_rank)
         where = torch.device("cuda", local_rank)
     else:
         where = torch.device("cpu")
         # Processes share the cores: oversubscribed BLAS threads make gloo runs crawl.
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", 1)))))
+        torch.set_num_threads(
+            max(1, (os.cpu_count() or 1) // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", 1))))
+        )
     if world_size > 1:
         dist.init_process_group("nccl" if use_cuda else "gloo", device_id=where if use_cuda else None)
     return Dist(rank, local_rank, world_size, where)

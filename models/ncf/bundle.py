@@ -1,13 +1,13 @@
 """A trained model that stands alone: weights, config, id maps, seen items, metrics, data checksum.
 
-    bundle/
-      model.safetensors   weights (no pickle: safe to load from anywhere)
-      config.json         model and training config
-      metrics.json        final and per-epoch metrics
-      data.json           the processed dataset's manifest (source checksum, counts, split config)
-      users.parquet       index -> original user id
-      items.parquet       index -> original item id, title
-      seen.parquet        each user's training items (excluded from recommendations)
+bundle/
+  model.safetensors   weights (no pickle: safe to load from anywhere)
+  config.json         model and training config
+  metrics.json        final and per-epoch metrics
+  data.json           the processed dataset's manifest (source checksum, counts, split config)
+  users.parquet       index -> original user id
+  items.parquet       index -> original item id, title
+  seen.parquet        each user's training items (excluded from recommendations)
 """
 
 from __future__ import annotations
@@ -28,7 +28,9 @@ from models.ncf.model import NeuMF, NeuMFConfig
 from ncflow.atomic import atomic_dir
 
 
-def write_bundle(path: Path, model: NeuMF, model_config: NeuMFConfig, train_config, data_dir: Path, metrics: dict) -> Path:
+def write_bundle(
+    path: Path, model: NeuMF, model_config: NeuMFConfig, train_config, data_dir: Path, metrics: dict
+) -> Path:
     data_dir = Path(data_dir)
     with atomic_dir(path) as tmp:
         weights = {k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -91,8 +93,12 @@ def recommend(bundle: Bundle, user_id: int, k: int = 10) -> list[dict]:
     index = bundle.user_index[user_id]
     device = next(bundle.model.parameters()).device
     n_items = len(bundle.item_ids)
-    scores = bundle.model(torch.tensor([index], device=device), torch.arange(n_items, device=device)[None, :])[0]
-    seen = torch.as_tensor(bundle.seen[index].values.to_numpy(zero_copy_only=False).astype(np.int64), device=device)
+    scores = bundle.model(
+        torch.tensor([index], device=device), torch.arange(n_items, device=device)[None, :]
+    )[0]
+    seen = torch.as_tensor(
+        bundle.seen[index].values.to_numpy(zero_copy_only=False).astype(np.int64), device=device
+    )
     scores[seen] = -torch.inf
     top = torch.topk(scores, min(k, n_items - len(seen)))
     return [

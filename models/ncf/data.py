@@ -33,7 +33,9 @@ def load_ncf_data(folder: Path, device: torch.device) -> NCFData:
     folder = Path(folder)
     manifest_path = folder / "manifest.json"
     if not manifest_path.is_file():
-        raise SystemExit(f"error: {folder} is not a processed dataset (no manifest.json): run `ncflow data` first")
+        raise SystemExit(
+            f"error: {folder} is not a processed dataset (no manifest.json): run `ncflow data` first"
+        )
     manifest = json.loads(manifest_path.read_text())
     if manifest.get("protocol") != "ncf":
         raise SystemExit(f"error: {folder} holds the {manifest.get('protocol')!r} protocol; NCF needs 'ncf'")

@@ -54,7 +54,9 @@ def evaluate(
     return hr, ndcg
 
 
-def evaluate_bundle(bundle_dir: Path, data_dir: Path, device: str = "cpu", precision: str | None = None) -> dict:
+def evaluate_bundle(
+    bundle_dir: Path, data_dir: Path, device: str = "cpu", precision: str | None = None
+) -> dict:
     """Score a saved bundle on a processed dataset's test users, independently of any trainer."""
     from models.ncf.bundle import load_bundle
     from models.ncf.data import load_ncf_data

@@ -53,7 +53,9 @@ class NeuMF(nn.Module):
         # instead of two, so half the embedding kernels forward and backward.
         self.user_embed = nn.Embedding(c.n_users, c.embed_dim)
         self.item_embed = nn.Embedding(c.n_items, c.embed_dim)
-        self.mlp = nn.ModuleList(nn.Linear(a, b) for a, b in zip(c.mlp_layers[:-1], c.mlp_layers[1:], strict=False))
+        self.mlp = nn.ModuleList(
+            nn.Linear(a, b) for a, b in zip(c.mlp_layers[:-1], c.mlp_layers[1:], strict=False)
+        )
         self.dropout = nn.Dropout(c.dropout)
         self.final = nn.Linear(c.mf_dim + c.mlp_layers[-1], 1)
         self.reset_parameters()

@@ -105,7 +105,11 @@ class Trainer:
             self.model.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, fused=fused
         )
         self.scaler = torch.amp.GradScaler("cuda", enabled=precision.loss_scaling)
-        net = DDP(self.model, broadcast_buffers=False, gradient_as_bucket_view=True) if d.enabled else self.model
+        net = (
+            DDP(self.model, broadcast_buffers=False, gradient_as_bucket_view=True)
+            if d.enabled
+            else self.model
+        )
         self.compiled = cfg.compile and d.device.type == "cuda"
         self.forward_loss = torch.compile(self._forward_loss) if self.compiled else self._forward_loss
         sums = chunk_sums(self.model, precision, cfg.topk)
@@ -219,7 +223,9 @@ def train(cfg: TrainConfig, data_dir: Path, out: Path, d: Dist) -> dict:
     )  # fmt: skip
     compile_start = time.perf_counter()
     trainer.warm_up()
-    events.say(f"compiled in {time.perf_counter() - compile_start:.1f}s" if trainer.compiled else "eager mode")
+    events.say(
+        f"compiled in {time.perf_counter() - compile_start:.1f}s" if trainer.compiled else "eager mode"
+    )
 
     done = any(h["hr@10"] >= cfg.target_hr for h in history)
     for epoch in range(start_epoch, cfg.epochs):

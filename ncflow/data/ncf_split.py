@@ -70,7 +70,15 @@ def ncf_split(
 
 
 def draw_test_negatives(
-    xp: ModuleType, train_user, train_item, test_item, n_items: int, *, negatives: int, distinct: bool, seed: int
+    xp: ModuleType,
+    train_user,
+    train_item,
+    test_item,
+    n_items: int,
+    *,
+    negatives: int,
+    distinct: bool,
+    seed: int,
 ):
     """(U, K) uniform items outside each user's training items; rejected draws are drawn again.
 

@@ -176,5 +176,7 @@ def csr_table(part) -> pa.Table:
 def read_manifest(processed: Path) -> dict[str, Any]:
     path = Path(processed) / "manifest.json"
     if not path.is_file():
-        raise NcflowError(f"{processed} is not a processed dataset (no manifest.json): run `ncflow data` first")
+        raise NcflowError(
+            f"{processed} is not a processed dataset (no manifest.json): run `ncflow data` first"
+        )
     return json.loads(path.read_text())

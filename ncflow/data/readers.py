@@ -80,15 +80,24 @@ def read_interactions_file(path: Path, columns: Columns) -> Interactions:
             table = pacsv.read_csv(path)
     except (pa.ArrowInvalid, OSError) as err:
         raise NcflowError(f"cannot read {path}: {first_line(err)}") from None
-    wanted = {"user": columns.user, "item": columns.item, "rating": columns.rating, "timestamp": columns.timestamp}
+    wanted = {
+        "user": columns.user,
+        "item": columns.item,
+        "rating": columns.rating,
+        "timestamp": columns.timestamp,
+    }
     missing = [name for name in wanted.values() if name is not None and name not in table.column_names]
     if missing:
         found = ", ".join(table.column_names)
-        raise NcflowError(f"{path} lacks column(s) {', '.join(missing)} (found: {found}); set the column names")
+        raise NcflowError(
+            f"{path} lacks column(s) {', '.join(missing)} (found: {found}); set the column names"
+        )
     out = {}
     for role, name in wanted.items():
         if name is None:  # absent rating: implicit positive; absent time: file order is time order
-            out[role] = pa.array(np.ones(table.num_rows, np.float32) if role == "rating" else np.arange(table.num_rows))
+            out[role] = pa.array(
+                np.ones(table.num_rows, np.float32) if role == "rating" else np.arange(table.num_rows)
+            )
         else:
             out[role] = numeric_column(table.column(name), name, path, integer=role != "rating")
     return to_interactions(pa.table(out), path)
@@ -136,7 +145,9 @@ def read_titles(root: Path, spec: DatasetSpec) -> dict[int, str]:
         return {}
     titles: dict[int, str] = {}
     if spec.format == "ml-csv":
-        table = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(include_columns=["movieId", "title"]))
+        table = pacsv.read_csv(
+            path, convert_options=pacsv.ConvertOptions(include_columns=["movieId", "title"])
+        )
         return dict(zip(table.column("movieId").to_pylist(), table.column("title").to_pylist(), strict=True))
     separator = "|" if spec.format == "ml-100k" else "::"
     for line in path.read_text(encoding="latin-1").splitlines():

@@ -8,8 +8,11 @@ integer-valued so the matrix products are exact whatever BLAS runs them.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
+import multiprocessing
+import os
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -44,15 +47,31 @@ class SynthPreset:
 
 PRESETS: dict[str, SynthPreset] = {
     "tiny": SynthPreset(
-        500, 300, 40.0, rank=8, user_sigma=1.0, zipf_a=1.5, zipf_k=3.0,
+        500,
+        300,
+        40.0,
+        rank=8,
+        user_sigma=1.0,
+        zipf_a=1.5,
+        zipf_k=3.0,
         description="tests: 500 users x 300 items, ~20k ratings",
     ),
     "ml1m": SynthPreset(
-        6040, 3706, 165.6, user_sigma=1.15, cap_frac=0.6, zipf_a=1.15,
+        6040,
+        3706,
+        165.6,
+        user_sigma=1.15,
+        cap_frac=0.6,
+        zipf_a=1.15,
         description="MovieLens-1M shape: 6,040 users x 3,706 items, ~1M ratings",
     ),
     "ml20m": SynthPreset(
-        138493, 26744, 144.41, user_sigma=1.4, cap_frac=0.35, zipf_a=1.1,
+        138493,
+        26744,
+        144.41,
+        user_sigma=1.4,
+        cap_frac=0.35,
+        zipf_a=1.1,
         description="MovieLens-20M shape: 138,493 users x 26,744 items, ~20M ratings",
     ),
 }
@@ -63,9 +82,29 @@ RATING_LABELS = ("0.5", "1.0", "1.5", "2.0", "2.5", "3.0", "3.5", "4.0", "4.5", 
 _RATING_SHARE = (0.011, 0.034, 0.014, 0.072, 0.044, 0.214, 0.105, 0.278, 0.077, 0.151)
 _RATING_CUTS = np.array([NormalDist().inv_cdf(c) for c in np.cumsum(_RATING_SHARE)[:-1]])
 _T0, _T1 = 789_652_009, 1_427_784_002  # first and last ML-20M timestamps (1995-01-09 .. 2015-03-31)
-_GENRES = ("Action", "Adventure", "Animation", "Children", "Comedy", "Crime", "Documentary", "Drama",
-           "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller",
-           "War", "Western")
+_GENRES = (
+    "Action",
+    "Adventure",
+    "Animation",
+    "Children",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Fantasy",
+    "Film-Noir",
+    "Horror",
+    "Musical",
+    "Mystery",
+    "Romance",
+    "Sci-Fi",
+    "Thriller",
+    "War",
+    "Western",
+)
+_SCHEMA = pa.schema(
+    [("userId", pa.int32()), ("movieId", pa.int32()), ("rating", pa.string()), ("timestamp", pa.int64())]
+)
 _DENSE_CELLS = 1 << 24  # users per chunk * n_items: bounds the dense score block (128 MiB of float64)
 
 
@@ -73,39 +112,73 @@ def write_synthetic(preset: str, out: Path, seed: int = 0) -> Path:
     """Write `ratings.csv`, `movies.csv` and `synth.json` into `out`, atomically; return `out`."""
     if preset not in PRESETS:
         raise NcflowError(f"unknown synthetic preset {preset!r}: use one of {', '.join(PRESETS)}")
+    if not isinstance(seed, int) or seed < 0:
+        raise NcflowError(f"synthetic seed must be a non-negative integer, got {seed!r}")
     p = PRESETS[preset]
     out = Path(out)
     log = _progress(p.n_users * p.mean_per_user > 2e6)
-    rng = np.random.default_rng(seed)
-    model = _Model(p, rng)
-    log(f"synth {preset}: model ready, sampling {int(model.counts.sum()):,} ratings")
-    with atomic_dir(out) as tmp:
+    model = _Model(p, seed)
+    spans = [
+        (lo, min(lo + model.chunk, p.n_users), i) for i, lo in enumerate(range(0, p.n_users, model.chunk))
+    ]
+    log(f"synth {preset}: model ready, sampling {int(model.counts.sum()):,} ratings in {len(spans)} chunks")
+    with atomic_dir(out) as tmp, contextlib.ExitStack() as stack:
+        workers = min(os.cpu_count() or 1, 8, len(spans) // 4)  # a pool only pays for many chunks
+        if workers > 1:  # spawn, not fork: the parent's pyarrow threads must not be forked
+            ctx = multiprocessing.get_context("spawn")
+            pool = stack.enter_context(ctx.Pool(workers, initializer=_init_worker, initargs=(model,)))
+            tables = pool.imap(_sample_span, spans)  # in order: the file does not depend on `workers`
+        else:
+            tables = (model.sample(*span) for span in spans)
         n_ratings = 0
         opts = pacsv.WriteOptions(include_header=False, quoting_style="none")
-        schema = pa.schema([("userId", pa.int32()), ("movieId", pa.int32()),
-                            ("rating", pa.string()), ("timestamp", pa.int64())])
         with open(tmp / "ratings.csv", "wb") as fh:
             fh.write(RATINGS_HEADER.encode())
-            with pacsv.CSVWriter(fh, schema, write_options=opts) as writer:
-                for lo in range(0, p.n_users, model.chunk):
-                    table = model.sample(lo, min(lo + model.chunk, p.n_users), rng)
+            with pacsv.CSVWriter(fh, _SCHEMA, write_options=opts) as writer:
+                for (lo, _, i), table in zip(spans, tables, strict=True):
                     writer.write_table(table)
                     n_ratings += table.num_rows
-                    if lo and (lo // model.chunk) % 40 == 0:
+                    if i and i % 40 == 0:
                         log(f"synth {preset}: {lo:,}/{p.n_users:,} users, {n_ratings:,} ratings")
-        _write_movies(tmp / "movies.csv", model.movie_ids, rng)
-        meta = {"preset": preset, "seed": seed, "n_users": p.n_users, "n_items": p.n_items,
-                "n_ratings": n_ratings, "description": _describe(p), "params": asdict(p)}
+        _write_movies(tmp / "movies.csv", model.movie_ids, _rng(seed, 2))
+        meta = {
+            "preset": preset,
+            "seed": seed,
+            "n_users": p.n_users,
+            "n_items": p.n_items,
+            "n_ratings": n_ratings,
+            "description": _describe(p),
+            "params": asdict(p),
+        }
         (tmp / "synth.json").write_text(json.dumps(meta, indent=2) + "\n")
     log(f"synth {preset}: wrote {n_ratings:,} ratings to {out}")
     return out
 
 
+def _rng(seed: int, *key: int) -> np.random.Generator:
+    """Independent stream per (seed, purpose, chunk): output does not depend on how chunks are spread."""
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=key))
+
+
+_WORKER: _Model | None = None
+
+
+def _init_worker(model: _Model) -> None:
+    global _WORKER
+    _WORKER = model
+
+
+def _sample_span(span: tuple[int, int, int]) -> pa.Table:
+    assert _WORKER is not None
+    return _WORKER.sample(*span)
+
+
 class _Model:
     """The planted model: activity per user, item popularity, integer factors, biases; samples per chunk."""
 
-    def __init__(self, p: SynthPreset, rng: np.random.Generator) -> None:
-        self.p = p
+    def __init__(self, p: SynthPreset, seed: int) -> None:
+        self.p, self.seed = p, seed
+        rng = _rng(seed, 0)
         n, m = p.n_users, p.n_items
         self.movie_ids = np.sort(rng.choice(p.max_movie_id, size=m, replace=False) + 1).astype(np.int32)
         # Activity: the MovieLens minimum plus a lognormal extra, capped, scaled to the target mean.
@@ -132,7 +205,10 @@ class _Model:
         forced_per_user = np.bincount(self.forced_user, minlength=n)
         self.counts = np.maximum(counts, forced_per_user)
         self.chunk = max(1, min(n, _DENSE_CELLS // m))
-        self._buf = np.empty((self.chunk, m))  # reused: a fresh 128 MiB block per chunk costs page faults
+        self._buf: np.ndarray | None = None  # reused: a fresh 128 MiB block per chunk costs page faults
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_buf": None}  # workers allocate their own
 
     def _cover_items(self, counts: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """Pick, per item, a user who will surely rate it, so every item appears at least once."""
@@ -145,7 +221,7 @@ class _Model:
         order = np.lexsort((np.arange(m), users))
         return users[order], np.arange(m)[order]
 
-    def sample(self, lo: int, hi: int, rng: np.random.Generator) -> pa.Table:
+    def sample(self, lo: int, hi: int, index: int) -> pa.Table:
         """Ratings of users lo..hi-1, rows ordered by (userId, movieId) as in MovieLens.
 
         Each user's items are an exact draw without replacement from weights pop_i * exp(U_u . V_i / T):
@@ -154,6 +230,9 @@ class _Model:
         """
         m, nu = self.p.n_items, hi - lo
         cnt = self.counts[lo:hi]
+        rng = _rng(self.seed, 1, index)
+        if self._buf is None:
+            self._buf = np.empty((self.chunk, m))
         cdf = np.matmul(self.Ua[lo:hi], self.Va.T, out=self._buf[:nu]).ravel()
         np.exp(cdf, out=cdf)
         np.cumsum(cdf, out=cdf)  # one running sum over the block: row u spans cdf[u*m : (u+1)*m]
@@ -182,14 +261,8 @@ class _Model:
         rank = np.arange(first.size) - np.searchsorted(fu_, fu_)
         chosen = flat[first[rank < cnt[fu_]]]
         short = np.flatnonzero(np.bincount(fu_, minlength=nu) < cnt)
-        if short.size:  # heavy users: Gumbel top-k over every item, same weights, forced items first
-            key = self.Ua[lo + short] @ self.Va.T
-            key += rng.gumbel(size=key.shape)
-            sel = np.isin(fu, short)
-            key[np.searchsorted(short, fu[sel]), fi[sel]] = np.inf
-            order = np.argsort(-key, axis=1, kind="stable")
-            take = np.arange(m)[None, :] < cnt[short][:, None]
-            extra = (short[:, None] * m + order)[take]
+        if short.size:  # peaked or heavy users: Gumbel top-k over every item, same weights
+            extra = self._top_k(lo, short, cnt[short], fu, fi, rng)
             chosen = np.concatenate([chosen[~np.isin(chosen // m, short)], extra])
         chosen.sort()
         cu, ci = chosen // m, chosen % m
@@ -198,12 +271,38 @@ class _Model:
         latent = 0.55 * uv + self.user_bias[lo + cu] + self.item_bias[ci] + rng.normal(0.0, 0.6, cu.size)
         stars = np.searchsorted(_RATING_CUTS, (latent - 0.8) / 0.97)  # ~N(0, 1) on the chosen items
         ts = self._timestamps(lo, cu, rng)
-        return pa.table({
-            "userId": pa.array(lo + cu + 1, pa.int32()),
-            "movieId": pa.array(self.movie_ids[ci], pa.int32()),
-            "rating": pa.array(RATING_LABELS).take(pa.array(stars.astype(np.int8))),
-            "timestamp": pa.array(ts, pa.int64()),
-        })
+        return pa.table(
+            {
+                "userId": pa.array(lo + cu + 1, pa.int32()),
+                "movieId": pa.array(self.movie_ids[ci], pa.int32()),
+                "rating": pa.array(RATING_LABELS).take(pa.array(stars.astype(np.int8))),
+                "timestamp": pa.array(ts, pa.int64()),
+            }
+        )
+
+    def _top_k(
+        self,
+        lo: int,
+        rows: np.ndarray,
+        k: np.ndarray,
+        fu: np.ndarray,
+        fi: np.ndarray,
+        rng: np.random.Generator,
+    ) -> np.ndarray:
+        """Exact weighted sampling without replacement for chunk rows `rows`: the k largest w_i / E_i.
+
+        w_i / E_i with E_i ~ Exp(1) ranks like log w_i + Gumbel (Efraimidis-Spirakis); forced items
+        come first. Returns flat indices row * n_items + item.
+        """
+        m = self.p.n_items
+        key = np.exp(self.Ua[lo + rows] @ self.Va.T)
+        key /= rng.standard_exponential(key.shape)
+        sel = np.isin(fu, rows)
+        key[np.searchsorted(rows, fu[sel]), fi[sel]] = np.inf
+        kmax = int(k.max())
+        top = np.argpartition(key, m - kmax, axis=1)[:, m - kmax :]  # the kmax largest, unordered
+        top = np.take_along_axis(top, np.argsort(-np.take_along_axis(key, top, axis=1), axis=1), axis=1)
+        return (rows[:, None] * m + top)[np.arange(kmax)[None, :] < k[:, None]]
 
     def _timestamps(self, lo: int, cu: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Sessions per user in a random order of their items, so the latest rating is a typical one."""
@@ -212,8 +311,9 @@ class _Model:
         u = cu[perm]
         first = np.r_[True, u[1:] != u[:-1]]
         new_session = rng.random(k) < 0.04
-        gap = np.where(new_session, rng.exponential(1.0, k) * self.gap_days[lo + u] * 86400.0,
-                       rng.exponential(45.0, k))
+        gap = np.where(
+            new_session, rng.exponential(1.0, k) * self.gap_days[lo + u] * 86400.0, rng.exponential(45.0, k)
+        )
         gap[first] = 0.0
         csum = np.cumsum(gap)
         starts = np.flatnonzero(first)
@@ -253,9 +353,11 @@ def _write_movies(path: Path, movie_ids: np.ndarray, rng: np.random.Generator) -
 
 
 def _describe(p: SynthPreset) -> str:
-    return (f"{p.description}. Synthetic, MovieLens-20M format: lognormal user activity (>= "
-            f"{p.min_per_user} each), Zipf item popularity, planted rank-{p.rank} preference "
-            f"(temperature {p.temperature}); ratings rise with it; timestamps in sessions, 1995-2015.")
+    return (
+        f"{p.description}. Synthetic, MovieLens-20M format: lognormal user activity (>= "
+        f"{p.min_per_user} each), Zipf item popularity, planted rank-{p.rank} preference "
+        f"(temperature {p.temperature}); ratings rise with it; timestamps in sessions, 1995-2015."
+    )
 
 
 def _progress(on: bool):

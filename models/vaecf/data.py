@@ -1,0 +1,99 @@
+"""The VAE-CF training data contract: the folder `ncflow data --protocol vaecf` writes, as CSR tensors.
+
+Each split is a CSR matrix (row = user, column = item index). The tensors live on the training device
+from the start; a host copy of each indptr is kept too, so that slicing a batch's nonzeros out of a
+split needs no device-to-host round trip.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+
+SPLITS = ("train", "valid_foldin", "valid_target", "test_foldin", "test_target")
+
+
+@dataclass(frozen=True)
+class CSRTensors:
+    indptr: torch.Tensor  # (rows + 1,) int64 on the device
+    indices: torch.Tensor  # (nnz,) int64 item indices, sorted within a row
+    indptr_host: np.ndarray  # the same indptr in host memory: batch boundaries without a device sync
+    user_ids: np.ndarray  # (rows,) original user ids
+
+    @property
+    def rows(self) -> int:
+        return len(self.indptr_host) - 1
+
+    @property
+    def nnz(self) -> int:
+        return int(self.indptr_host[-1])
+
+    @classmethod
+    def from_numpy(cls, indptr: np.ndarray, indices: np.ndarray, user_ids: np.ndarray, device) -> CSRTensors:
+        indptr = np.ascontiguousarray(indptr, dtype=np.int64)
+        # int64 indices: embedding_bag wants offsets and indices of one dtype, and offsets are int64.
+        return cls(
+            indptr=torch.from_numpy(indptr.copy()).to(device),
+            indices=torch.from_numpy(np.array(indices, dtype=np.int64)).to(device),
+            indptr_host=indptr,
+            user_ids=np.asarray(user_ids),
+        )
+
+
+@dataclass(frozen=True)
+class VAEData:
+    train: CSRTensors
+    valid_foldin: CSRTensors
+    valid_target: CSRTensors
+    test_foldin: CSRTensors
+    test_target: CSRTensors
+    n_items: int
+    manifest: dict
+
+    def heldout(self, name: str) -> tuple[CSRTensors, CSRTensors]:
+        """(fold-in, targets) of 'valid' or 'test': row r of both is the same user."""
+        return getattr(self, f"{name}_foldin"), getattr(self, f"{name}_target")
+
+
+def read_csr(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(indptr int64, indices int32, user ids) of one `<split>.parquet` (user_id, items: list<int32>)."""
+    table = pq.read_table(path)
+    items = table.column("items").combine_chunks()
+    offsets = items.offsets.to_numpy().astype(np.int64)
+    indptr = offsets - offsets[0]  # a sliced array's offsets need not start at 0
+    indices = items.flatten().to_numpy(zero_copy_only=False)
+    return indptr, indices, table.column("user_id").to_numpy()
+
+
+def load_vae_data(folder: Path, device: torch.device | str = "cpu") -> VAEData:
+    folder = Path(folder)
+    manifest_path = folder / "manifest.json"
+    if not manifest_path.is_file():
+        raise SystemExit(
+            f"error: {folder} is not a processed dataset (no manifest.json): run `ncflow data` first"
+        )
+    manifest = json.loads(manifest_path.read_text())
+    if manifest.get("protocol") != "vaecf":
+        raise SystemExit(
+            f"error: {folder} holds the {manifest.get('protocol')!r} protocol; VAE-CF needs 'vaecf' "
+            "(run `ncflow data DATASET --protocol vaecf`)"
+        )
+    n_items = int(manifest["counts"]["items"])
+    parts = {}
+    for name in SPLITS:
+        indptr, indices, user_ids = read_csr(folder / f"{name}.parquet")
+        if len(indices) and (indices.min() < 0 or indices.max() >= n_items):
+            raise SystemExit(f"error: {folder / name}.parquet has item indices outside [0, {n_items})")
+        parts[name] = CSRTensors.from_numpy(indptr, indices, user_ids, device)
+    for split in ("valid", "test"):
+        foldin, target = parts[f"{split}_foldin"], parts[f"{split}_target"]
+        if not np.array_equal(foldin.user_ids, target.user_ids):
+            raise SystemExit(
+                f"error: {folder}: {split}_foldin and {split}_target rows are not the same users"
+            )
+    return VAEData(**parts, n_items=n_items, manifest=manifest)
