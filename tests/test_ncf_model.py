@@ -86,3 +86,13 @@ def test_score_candidates_matches_forward():
         want = model(users.repeat_interleave(101), cands.reshape(-1)).reshape(4, 101)
     assert got.shape == (4, 101)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_gmf_alone_when_no_mlp_layers() -> None:
+    """mlp_layers=() is the NCF paper's GMF: the plain matrix-factorisation baseline."""
+    model = NeuMF(NeuMFConfig(n_users=7, n_items=11, mf_dim=4, mlp_layers=()))
+    assert model.get_num_params() == 7 * 4 + 11 * 4 + 4 + 1
+    users, items = torch.arange(7), torch.randint(0, 11, (7, 3))
+    expected = model.final((model.user_embed(users)[:, None] * model.item_embed(items))).squeeze(-1)
+    assert torch.allclose(model(users, items), expected)
+    assert torch.allclose(model(users, items[:, 0]), expected[:, 0])

@@ -97,3 +97,46 @@ def load_vae_data(folder: Path, device: torch.device | str = "cpu") -> VAEData:
                 f"error: {folder}: {split}_foldin and {split}_target rows are not the same users"
             )
     return VAEData(**parts, n_items=n_items, manifest=manifest)
+
+
+@dataclass(frozen=True)
+class SparseBatch:
+    """Rows [lo, hi) of a CSR split, in the shapes the model and the loss take."""
+
+    indices: torch.Tensor  # (nnz,) int64 item indices
+    offsets: torch.Tensor  # (B,) int64: where each row starts in `indices` (embedding_bag's offsets)
+    rows: torch.Tensor  # (nnz,) int64: the batch row of each nonzero
+    counts: torch.Tensor  # (B,) int64: nonzeros per row
+
+    @property
+    def size(self) -> int:
+        return self.offsets.shape[0]
+
+
+def row_slice(csr: CSRTensors, lo: int, hi: int) -> SparseBatch:
+    """Rows [lo, hi): views and two small kernels; boundaries come from the host indptr, so no sync."""
+    a, b = int(csr.indptr_host[lo]), int(csr.indptr_host[hi])
+    starts = csr.indptr[lo : hi + 1]
+    counts = starts[1:] - starts[:-1]
+    rows = torch.repeat_interleave(
+        torch.arange(hi - lo, device=counts.device), counts, output_size=b - a
+    )  # output_size given: no device sync  # fmt: skip
+    return SparseBatch(csr.indices[a:b], starts[:-1] - a, rows, counts)
+
+
+def take_rows(csr: CSRTensors, order: torch.Tensor) -> CSRTensors:
+    """The CSR of rows `order` (a device int64 tensor), in that order: one epoch's shuffled shard.
+
+    All on the device; one device-to-host copy of the new indptr (per epoch, not per step).
+    """
+    starts = csr.indptr[order]
+    counts = csr.indptr[order + 1] - starts  # (R,)
+    indptr = torch.zeros(len(order) + 1, dtype=torch.int64, device=order.device)
+    torch.cumsum(counts, 0, out=indptr[1:])
+    indptr_host = indptr.cpu().numpy()
+    nnz = int(indptr_host[-1])
+    row = torch.repeat_interleave(torch.arange(len(order), device=order.device), counts, output_size=nnz)
+    within = torch.arange(nnz, device=order.device) - indptr[row]  # position inside the row
+    indices = csr.indices[starts[row] + within]
+    no_ids = np.empty(0, dtype=np.int64)  # a training shard needs no original ids (and no extra copy)
+    return CSRTensors(indptr, indices, indptr_host, no_ids)

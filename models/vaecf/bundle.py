@@ -1,0 +1,104 @@
+"""A trained Mult-VAE that stands alone: weights, config, item ids and titles, metrics, data manifest.
+
+    bundle/
+      model.safetensors   weights (no pickle: safe to load from anywhere)
+      config.json         model and training config
+      metrics.json        final validation and test metrics, per-epoch history
+      data.json           the processed dataset's manifest (source checksum, counts, split config)
+      items.parquet       index -> original item id, title
+
+No user table is needed: Mult-VAE is a fold-in model. A user, new or old, is the list of items they
+liked; `recommend_foldin` encodes that list and ranks the rest, with no retraining.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+from safetensors.torch import load_file, save_file
+
+from models.vaecf.model import MultVAE, VAEConfig
+from ncflow.atomic import atomic_dir
+
+
+def write_bundle(path: Path, model: MultVAE, train_config, data_dir: Path, metrics: dict) -> Path:
+    data_dir = Path(data_dir)
+    with atomic_dir(path) as tmp:
+        weights = {k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()}
+        save_file(weights, str(tmp / "model.safetensors"))
+        config = {"model": dataclasses.asdict(model.config), "train": dataclasses.asdict(train_config)}
+        (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        shutil.copyfile(data_dir / "manifest.json", tmp / "data.json")
+        shutil.copyfile(data_dir / "items.parquet", tmp / "items.parquet")
+    return Path(path)
+
+
+@dataclass
+class Bundle:
+    model: MultVAE
+    config: dict
+    metrics: dict
+    data: dict
+    item_index: dict[int, int]  # original item id -> index
+    item_ids: np.ndarray  # index -> original item id
+    titles: list[str | None]
+
+
+def load_bundle(path: Path, device: str | torch.device = "cpu") -> Bundle:
+    path = Path(path)
+    if not (path / "model.safetensors").is_file():
+        raise FileNotFoundError(f"{path} is not a VAE-CF model bundle (no model.safetensors)")
+    config = json.loads((path / "config.json").read_text())
+    if "latent" not in config.get("model", {}):
+        raise ValueError(f"{path} holds another model's bundle, not Mult-VAE")
+    model = MultVAE(VAEConfig(**config["model"]))
+    model.load_state_dict(load_file(str(path / "model.safetensors")))
+    model.to(device).eval()
+    items = pq.read_table(path / "items.parquet")
+    item_ids = items.column("id").to_numpy()
+    return Bundle(
+        model=model,
+        config=config,
+        metrics=json.loads((path / "metrics.json").read_text()),
+        data=json.loads((path / "data.json").read_text()),
+        item_index={int(item): index for index, item in enumerate(item_ids.tolist())},
+        item_ids=item_ids,
+        titles=items.column("title").to_pylist(),
+    )
+
+
+@torch.no_grad()
+def recommend_foldin(bundle: Bundle, item_ids: list[int], k: int = 10) -> list[dict]:
+    """Top-k items (original id, title, score) for a user who liked `item_ids` (original ids).
+
+    Ids the model has never seen are ignored (a warning gives their count); the liked items themselves
+    are never recommended. Scores are logits: higher is better, comparable within one call.
+    """
+    known = sorted({bundle.item_index[int(i)] for i in item_ids if int(i) in bundle.item_index})
+    unknown = sum(1 for i in item_ids if int(i) not in bundle.item_index)
+    if not known:
+        raise ValueError(f"none of the {len(item_ids)} item ids is known to this model: nothing to fold in")
+    if unknown:
+        warnings.warn(f"{unknown} of {len(item_ids)} item ids are unknown to this model and were ignored", stacklevel=3)
+    model = bundle.model.eval()
+    device = next(model.parameters()).device
+    indices = torch.tensor(known, dtype=torch.int64, device=device)
+    offsets = torch.zeros(1, dtype=torch.int64, device=device)
+    weights = model.input_weights(torch.zeros_like(indices), torch.tensor([len(known)], device=device))
+    mu, _ = model.encode(indices, offsets, weights)
+    scores = model.decode(mu)[0].float()  # (items,)
+    scores[indices] = -torch.inf
+    top = torch.topk(scores, min(k, len(bundle.item_ids) - len(known)))
+    return [
+        {"item": int(bundle.item_ids[i]), "title": bundle.titles[i], "score": float(s)}
+        for s, i in zip(top.values.tolist(), top.indices.tolist(), strict=True)
+    ]
