@@ -46,7 +46,7 @@ def load_ncf_data(folder: Path, device: torch.device) -> NCFData:
     candidates = np.concatenate([test.column("item").to_numpy()[:, None], negatives], axis=1)
 
     def put(array: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.array(array, dtype=np.int32))  # a writable copy.to(device)
+        return torch.from_numpy(np.array(array, dtype=np.int32)).to(device)  # a writable copy
 
     counts = manifest["counts"]
     return NCFData(

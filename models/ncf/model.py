@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from models.common.gather import gather_rows
+
 
 @dataclass(frozen=True)
 class NeuMFConfig:
@@ -44,9 +46,11 @@ def lecun_uniform_(weight: Tensor) -> Tensor:
 
 
 class NeuMF(nn.Module):
-    def __init__(self, config: NeuMFConfig):
+    def __init__(self, config: NeuMFConfig, sorted_embedding_grad: bool = False):
         super().__init__()
         self.config = config
+        # An execution choice, not part of the model: see models/common/gather.py.
+        self.sorted_embedding_grad = sorted_embedding_grad
         c = config
         # The paper's 4 tables (MF-user, MLP-user, MF-item, MLP-item) fused into 2: row u of user_embed
         # is [MF-user u | MLP-user u]. Same parameters, same init, same model; but one gather per side
@@ -69,6 +73,9 @@ class NeuMF(nn.Module):
         lecun_uniform_(self.final.weight)
         nn.init.zeros_(self.final.bias)
 
+    def embed(self, table: nn.Embedding, index: Tensor) -> Tensor:
+        return gather_rows(table.weight, index) if self.sorted_embedding_grad else table(index)
+
     def get_num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
@@ -90,8 +97,8 @@ class NeuMF(nn.Module):
         if item.ndim == 2:
             return self.score_candidates(user, item)
         mf = self.config.mf_dim
-        u = self.user_embed(user)  # (B, mf + mlp0/2)
-        i = self.item_embed(item)  # (B, mf + mlp0/2)
+        u = self.embed(self.user_embed, user)  # (B, mf + mlp0/2)
+        i = self.embed(self.item_embed, item)  # (B, mf + mlp0/2)
         gmf = u[:, :mf] * i[:, :mf]  # (B, mf)
         if not self.mlp:
             return self._head(gmf, None)
@@ -105,8 +112,8 @@ class NeuMF(nn.Module):
         and its share of the first MLP layer (W[:, :mlp0/2] @ u) is computed once per user, not C times.
         """
         mf = self.config.mf_dim
-        u = self.user_embed(users)  # (U, D)
-        i = self.item_embed(candidates)  # (U, C, D)
+        u = self.embed(self.user_embed, users)  # (U, D)
+        i = self.embed(self.item_embed, candidates)  # (U, C, D)
         gmf = u[:, None, :mf] * i[..., :mf]  # (U, C, mf)
         if not self.mlp:
             return self._head(gmf, None)

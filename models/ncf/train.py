@@ -56,6 +56,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cuda | cpu
     compile: bool = True  # torch.compile on GPUs (ignored on CPUs, where it costs more than it saves)
+    sorted_embedding_grad: bool = False  # sorted segment-sum embedding backward instead of atomics
     eval_users_per_chunk: int = 32768  # evaluation chunk: (users, 1+K) candidates at a time
     mf_dim: int = 64
     mlp_layers: tuple[int, ...] = (256, 256, 128, 64)
@@ -99,7 +100,7 @@ class Trainer:
         self.xp = array_module(d.device)
         torch.manual_seed(cfg.seed)  # the same initial weights on every rank
         self.model_config = NeuMFConfig(data.n_users, data.n_items, cfg.mf_dim, cfg.mlp_layers, cfg.dropout)
-        self.model = NeuMF(self.model_config).to(d.device)
+        self.model = NeuMF(self.model_config, cfg.sorted_embedding_grad).to(d.device)
         fused = d.device.type == "cuda"
         self.optimizer = torch.optim.Adam(
             self.model.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, fused=fused
