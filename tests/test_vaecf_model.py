@@ -119,7 +119,9 @@ def test_loss_terms_match_their_dense_definitions():
     mu, logvar = torch.randn(7, 3), torch.randn(7, 3)
     q = torch.distributions.Normal(mu, torch.exp(0.5 * logvar))
     p = torch.distributions.Normal(torch.zeros(7, 3), torch.ones(7, 3))
-    torch.testing.assert_close(kl_divergence(mu, logvar), torch.distributions.kl_divergence(q, p).sum(1).mean())
+    torch.testing.assert_close(
+        kl_divergence(mu, logvar), torch.distributions.kl_divergence(q, p).sum(1).mean()
+    )
 
 
 def test_row_slice_and_take_rows():

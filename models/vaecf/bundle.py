@@ -88,7 +88,9 @@ def recommend_foldin(bundle: Bundle, item_ids: list[int], k: int = 10) -> list[d
     if not known:
         raise ValueError(f"none of the {len(item_ids)} item ids is known to this model: nothing to fold in")
     if unknown:
-        warnings.warn(f"{unknown} of {len(item_ids)} item ids are unknown to this model and were ignored", stacklevel=3)
+        warnings.warn(
+            f"{unknown} of {len(item_ids)} item ids are unknown to this model and were ignored", stacklevel=3
+        )
     model = bundle.model.eval()
     device = next(model.parameters()).device
     indices = torch.tensor(known, dtype=torch.int64, device=device)

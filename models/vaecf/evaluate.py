@@ -78,7 +78,13 @@ def evaluate_bundle(bundle_dir: Path, data_dir: Path, split: str = "test", devic
     foldin, target = data.heldout(split)
     model = evaluate(model_scorer(bundle.model.eval(), precision), foldin, target)
     popular = evaluate(popularity_scorer(data.train, data.n_items), foldin, target)
-    return {"split": split, "users": foldin.rows, "items": data.n_items, "mult_vae": model, "popularity": popular}
+    return {
+        "split": split,
+        "users": foldin.rows,
+        "items": data.n_items,
+        "mult_vae": model,
+        "popularity": popular,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -142,4 +142,3 @@ def dense_first_layer(model: MultVAE, x: Tensor) -> Tensor:
     """The first layer as the paper writes it, for tests: tanh(normalize(x) @ W1 + b1), x dense (B, items)."""
     h = F.normalize(x.float(), dim=1) @ model.encoder_in.weight + model.encoder_in_bias
     return torch.tanh(h)
-

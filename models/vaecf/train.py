@@ -38,9 +38,17 @@ from models.common.distributed import Dist, all_reduce_sum, setup_distributed, t
 from models.common.events import Events
 from models.common.precision import Precision, resolve_precision
 from models.ncf.sampler import permutation
-from models.vaecf.data import CSRTensors, VAEData, load_vae_data, row_slice, take_rows
+from models.vaecf.data import CSRTensors, SparseBatch, VAEData, load_vae_data, row_slice, take_rows
 from models.vaecf.evaluate import evaluate, model_scorer
-from models.vaecf.model import NVIDIA_ANNEAL, PAPER_ANNEAL, Anneal, MultVAE, VAEConfig, kl_divergence, multinomial_nll
+from models.vaecf.model import (
+    NVIDIA_ANNEAL,
+    PAPER_ANNEAL,
+    Anneal,
+    MultVAE,
+    VAEConfig,
+    kl_divergence,
+    multinomial_nll,
+)
 
 ANNEALS = {"nvidia": NVIDIA_ANNEAL, "paper": PAPER_ANNEAL, "none": Anneal(cap=0.0, steps=1)}
 RESUMABLE_CHANGES = {"epochs", "checkpoint_every"}  # they never change what an epoch computes
@@ -54,7 +62,9 @@ class TrainConfig:
     beta1: float = 0.9
     beta2: float = 0.9
     eps: float = 1e-8
-    anneal: str = "nvidia"  # KL weight schedule: nvidia (cap 0.1, 1/15,000 per step) | paper (0.2, 1/200,000) | none
+    anneal: str = (
+        "nvidia"  # KL weight schedule: nvidia (cap 0.1, 1/15,000 per step) | paper (0.2, 1/200,000) | none
+    )
     precision: str = "auto"  # fp32 | tf32 | bf16 | fp16; auto: bf16 on GPUs, fp32 on CPUs
     seed: int = 0
     device: str = "auto"  # auto | cuda | cpu
@@ -108,13 +118,19 @@ class Trainer:
             self.model.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, fused=cuda
         )  # fused: one kernel, and GradScaler's inf check stays on the device (no sync per step)
         self.scaler = torch.amp.GradScaler("cuda", enabled=precision.loss_scaling)
-        self.net = DDP(self.model, broadcast_buffers=False, gradient_as_bucket_view=True) if d.enabled else self.model
+        self.net = (
+            DDP(self.model, broadcast_buffers=False, gradient_as_bucket_view=True)
+            if d.enabled
+            else self.model
+        )
         self.compiled = cfg.compile and cuda
         self.forward_loss = torch.compile(self._forward_loss) if self.compiled else self._forward_loss
         # Equal shares, so equal step counts on every rank; a remainder (< 1 batch) waits for the next epoch.
         self.local_users = data.train.rows // d.world_size
         if self.local_users < 1:
-            raise SystemExit(f"error: {data.train.rows} training users cannot be shared by {d.world_size} ranks")
+            raise SystemExit(
+                f"error: {data.train.rows} training users cannot be shared by {d.world_size} ranks"
+            )
         self.batch = min(max(1, cfg.batch_size // d.world_size), self.local_users)
         self.steps = self.local_users // self.batch
 
@@ -131,14 +147,16 @@ class Trainer:
         mine = torch.from_dlpack(xp.ascontiguousarray(mine)).to(d.device)
         return take_rows(self.data.train, mine)
 
-    def step(self, shard: CSRTensors, step: int, beta: torch.Tensor) -> torch.Tensor:
-        batch = row_slice(shard, step * self.batch, (step + 1) * self.batch)
+    def batch_loss(self, batch: SparseBatch, beta: torch.Tensor) -> torch.Tensor:
         weights = self.model.input_weights(batch.rows, batch.counts)  # normalisation x dropout, eager RNG
         noise = torch.randn(batch.size, self.cfg.latent, device=self.d.device)
         if self.compiled:  # the nonzero count changes every step: one dynamic-shape graph, no recompiles
             for t in (batch.indices, weights, batch.rows):
                 torch._dynamo.mark_dynamic(t, 0)
-        loss = self.forward_loss(batch.indices, batch.offsets, weights, noise, batch.rows, batch.counts, beta)
+        return self.forward_loss(batch.indices, batch.offsets, weights, noise, batch.rows, batch.counts, beta)
+
+    def step(self, shard: CSRTensors, step: int, beta: torch.Tensor) -> torch.Tensor:
+        loss = self.batch_loss(row_slice(shard, step * self.batch, (step + 1) * self.batch), beta)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
@@ -172,14 +190,8 @@ class Trainer:
         n, dev = self.data.train.rows, self.d.device
         for start in (0, 1):  # two nonzero counts: the second call must reuse the dynamic graph
             shard = take_rows(self.data.train, (torch.arange(self.batch, device=dev) + start) % n)
-            batch = row_slice(shard, 0, self.batch)
-            weights = self.model.input_weights(batch.rows, batch.counts)
-            for t in (batch.indices, weights, batch.rows):
-                torch._dynamo.mark_dynamic(t, 0)
-            noise = torch.randn(batch.size, self.cfg.latent, device=dev)
-            beta = torch.zeros((), device=dev)
-            loss = self.forward_loss(batch.indices, batch.offsets, weights, noise, batch.rows, batch.counts, beta)
-            self.scaler.scale(loss).backward()
+            loss = self.batch_loss(row_slice(shard, 0, self.batch), torch.zeros((), device=dev))
+            self.scaler.scale(loss).backward()  # no optimizer step: the weights stay as initialised
             self.optimizer.zero_grad(set_to_none=True)
 
     def state(self, epoch: int, history: list[dict]) -> dict:
@@ -233,7 +245,9 @@ def train(cfg: TrainConfig, data_dir: Path, out: Path, d: Dist) -> dict:
     )  # fmt: skip
     compile_start = time.perf_counter()
     trainer.warm_up()
-    events.say(f"compiled in {time.perf_counter() - compile_start:.1f}s" if trainer.compiled else "eager mode")
+    events.say(
+        f"compiled in {time.perf_counter() - compile_start:.1f}s" if trainer.compiled else "eager mode"
+    )
 
     users = trainer.steps * trainer.batch * d.world_size  # trained per epoch, all ranks
     for epoch in range(start_epoch, cfg.epochs):
@@ -255,7 +269,7 @@ def train(cfg: TrainConfig, data_dir: Path, out: Path, d: Dist) -> dict:
         events.emit("epoch", **record)
         events.say(
             f"epoch {epoch:3d}  loss {loss:.4f}  NDCG@100 {valid['ndcg@100']:.4f}  R@20 {valid['recall@20']:.4f}  "
-            f"R@50 {valid['recall@50']:.4f}  {record['users_per_s'] / 1e3:.0f}k users/s  "
+            f"R@50 {valid['recall@50']:.4f}  {record['users_per_s']:,.0f} users/s  "
             f"{t1 - t0:.2f}s + eval {t2 - t1:.2f}s"
         )
     test = trainer.evaluate("test")
@@ -266,7 +280,9 @@ def train(cfg: TrainConfig, data_dir: Path, out: Path, d: Dist) -> dict:
     return summary
 
 
-def write_bundle_for(out: Path, trainer: Trainer, cfg: TrainConfig, data_dir: Path, summary: dict, history) -> Path:
+def write_bundle_for(
+    out: Path, trainer: Trainer, cfg: TrainConfig, data_dir: Path, summary: dict, history
+) -> Path:
     from models.vaecf.bundle import write_bundle
 
     return write_bundle(out / "bundle", trainer.model, cfg, data_dir, {**summary, "history": history})
@@ -287,7 +303,9 @@ def summarize(history: list[dict], test: dict[str, float]) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m models.vaecf.train", description=__doc__.split("\n")[0])
-    parser.add_argument("--data", required=True, type=Path, help="a folder written by `ncflow data --protocol vaecf`")
+    parser.add_argument(
+        "--data", required=True, type=Path, help="a folder written by `ncflow data --protocol vaecf`"
+    )
     parser.add_argument("--out", required=True, type=Path, help="checkpoints and the bundle go here")
     add_config_flags(parser, TrainConfig)
     args = parser.parse_args(argv)
