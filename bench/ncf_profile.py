@@ -3,7 +3,8 @@
     python bench/ncf_profile.py --data DIR [--variants atomic,sorted] [--precision bf16]
 
 Variants: `atomic` (the compiler's embedding backward: atomic scatter-adds), `sorted` (ATen's sorted
-segment-sum backward through models/common/gather.py). Times 40 compiled steps with CUDA events after
+segment-sum backward through models/common/gather.py), `bytes` (dropout noise as eager random bytes,
+models/common/dropout.py). Times 40 compiled steps with CUDA events after
 warm-up (median of 4 groups of 10), then profiles 5 steps and prints the 12 costliest kernels.
 """
 
@@ -50,7 +51,12 @@ def main() -> int:
     data = load_ncf_data(args.data, d.device)
     results = {}
     for variant in args.variants.split(","):
-        cfg = TrainConfig(precision=args.precision, sorted_embedding_grad=variant == "sorted", device="cuda")
+        cfg = TrainConfig(
+            precision=args.precision,
+            sorted_embedding_grad=variant == "sorted",
+            byte_dropout=variant == "bytes",
+            device="cuda",
+        )
         trainer = Trainer(cfg, data, d, resolve_precision(cfg.precision, d.device))
         trainer.warm_up()
         users, items, negatives = trainer.epoch_samples(0)
@@ -70,7 +76,9 @@ def main() -> int:
             steps(trainer, users, items, negatives, 50, 5)
             torch.cuda.synchronize()
         table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=12, max_name_column_width=70)
-        print(f"\n=== {variant}: {step_ms:.2f} ms/step, {samples / step_ms / 1e3:.1f}M samples/s ({dataclasses.asdict(cfg)['precision']})")
+        print(
+            f"\n=== {variant}: {step_ms:.2f} ms/step, {samples / step_ms / 1e3:.1f}M samples/s ({dataclasses.asdict(cfg)['precision']})"
+        )
         print(table)
         results[variant] = {"step_ms": step_ms, "samples_per_s": samples / step_ms * 1e3, "group_ms": times}
         del trainer

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from models.common.distributed import setup_distributed, teardown_distributed  # noqa: E402
 from models.common.precision import resolve_precision  # noqa: E402
 from models.ncf.data import load_ncf_data  # noqa: E402
-from models.ncf.train import Trainer, TrainConfig, sync  # noqa: E402
+from models.ncf.train import TrainConfig, Trainer, sync  # noqa: E402
 
 REFERENCE = {
     "train_samples_per_s": 70.6e6,
@@ -102,12 +102,15 @@ def main() -> int:
     parser.add_argument("--time-to-target", action="store_true")
     parser.add_argument("--target-hr", type=float, default=0.9562)
     parser.add_argument("--max-epochs", type=int, default=30)
+    parser.add_argument("--byte-dropout", action="store_true", help="see models/common/dropout.py")
     args = parser.parse_args()
 
     d = setup_distributed(args.device)
     try:
         data = load_ncf_data(args.data, d.device)
-        base = TrainConfig(batch_size=args.batch_size, device=d.device.type, target_hr=1.0)
+        base = TrainConfig(
+            batch_size=args.batch_size, device=d.device.type, target_hr=1.0, byte_dropout=args.byte_dropout
+        )
         rows = [
             measure(dataclasses.replace(base, precision=p), data, d, args.epochs)
             for p in args.precisions.split(",")
@@ -119,6 +122,7 @@ def main() -> int:
         result = {
             "gpu": torch.cuda.get_device_name(d.device) if d.device.type == "cuda" else "cpu",
             "torch": torch.__version__, "world_size": d.world_size, "rows": rows, "reference_h200": REFERENCE,
+            "byte_dropout": args.byte_dropout,
             "data": {"users": data.n_users, "items": data.n_items, "train_positives": len(data.train_user)},
         }  # fmt: skip
         if args.time_to_target:

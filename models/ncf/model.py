@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from models.common.dropout import ByteDropout
 from models.common.gather import gather_rows
 
 
@@ -28,8 +29,12 @@ class NeuMFConfig:
     def __post_init__(self) -> None:
         if self.n_users < 1 or self.n_items < 1 or self.mf_dim < 1:
             raise ValueError(f"n_users, n_items and mf_dim must be positive: {self}")
-        if self.mlp_layers and (len(self.mlp_layers) < 2 or self.mlp_layers[0] % 2 or min(self.mlp_layers) < 1):
-            raise ValueError(f"mlp_layers needs >= 2 positive sizes, the first even (or none): {self.mlp_layers}")
+        if self.mlp_layers and (
+            len(self.mlp_layers) < 2 or self.mlp_layers[0] % 2 or min(self.mlp_layers) < 1
+        ):
+            raise ValueError(
+                f"mlp_layers needs >= 2 positive sizes, the first even (or none): {self.mlp_layers}"
+            )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1): {self.dropout}")
 
@@ -46,7 +51,7 @@ def lecun_uniform_(weight: Tensor) -> Tensor:
 
 
 class NeuMF(nn.Module):
-    def __init__(self, config: NeuMFConfig, sorted_embedding_grad: bool = False):
+    def __init__(self, config: NeuMFConfig, sorted_embedding_grad: bool = False, byte_dropout: bool = False):
         super().__init__()
         self.config = config
         # An execution choice, not part of the model: see models/common/gather.py.
@@ -60,7 +65,7 @@ class NeuMF(nn.Module):
         self.mlp = nn.ModuleList(
             nn.Linear(a, b) for a, b in zip(c.mlp_layers[:-1], c.mlp_layers[1:], strict=False)
         )
-        self.dropout = nn.Dropout(c.dropout)
+        self.dropout = ByteDropout(c.dropout) if byte_dropout else nn.Dropout(c.dropout)
         self.final = nn.Linear(c.mf_dim + (c.mlp_layers[-1] if c.mlp_layers else 0), 1)
         self.reset_parameters()
 

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+from models.common.batching import even_batches
 from models.common.checkpoint import epoch_seed, load_checkpoint, save_checkpoint
 from models.common.config_cli import add_config_flags, config_from_args
 from models.common.distributed import Dist, all_reduce_sum, setup_distributed, teardown_distributed
@@ -57,6 +58,7 @@ class TrainConfig:
     device: str = "auto"  # auto | cuda | cpu
     compile: bool = True  # torch.compile on GPUs (ignored on CPUs, where it costs more than it saves)
     sorted_embedding_grad: bool = False  # sorted segment-sum embedding backward instead of atomics
+    byte_dropout: bool = False  # dropout noise as eager random bytes (p quantised to 1/256)
     eval_users_per_chunk: int = 32768  # evaluation chunk: (users, 1+K) candidates at a time
     mf_dim: int = 64
     mlp_layers: tuple[int, ...] = (256, 256, 128, 64)
@@ -100,7 +102,7 @@ class Trainer:
         self.xp = array_module(d.device)
         torch.manual_seed(cfg.seed)  # the same initial weights on every rank
         self.model_config = NeuMFConfig(data.n_users, data.n_items, cfg.mf_dim, cfg.mlp_layers, cfg.dropout)
-        self.model = NeuMF(self.model_config, cfg.sorted_embedding_grad).to(d.device)
+        self.model = NeuMF(self.model_config, cfg.sorted_embedding_grad, cfg.byte_dropout).to(d.device)
         fused = d.device.type == "cuda"
         self.optimizer = torch.optim.Adam(
             self.model.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, fused=fused
@@ -116,11 +118,11 @@ class Trainer:
         sums = chunk_sums(self.model, precision, cfg.topk)
         self.eval_sums = torch.compile(sums) if self.compiled else sums
         self.net = net
-        # Each rank trains the same number of positives per epoch, so ranks take equal step counts.
+        # Each rank trains the same number of positives per epoch, so ranks take equal step counts;
+        # the few left over (< steps per rank) come first in a later epoch's shuffle, as likely as any.
         self.local_positives = len(data.train_user) // d.world_size
         per_rank = max(1, cfg.batch_size // d.world_size // (1 + cfg.negatives))
-        self.batch_positives = min(per_rank, self.local_positives)
-        self.steps = self.local_positives // self.batch_positives  # a remainder (< 1 batch) waits a turn
+        self.batch_positives, self.steps = even_batches(self.local_positives, per_rank)
         labels = torch.zeros(self.batch_positives, 1 + cfg.negatives, device=d.device)
         labels[:, 0] = 1.0
         self.labels = labels  # (B, 1+k): column 0 the positive

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+from models.common.batching import even_batches
 from models.common.checkpoint import epoch_seed, load_checkpoint, save_checkpoint
 from models.common.config_cli import add_config_flags, config_from_args
 from models.common.distributed import Dist, all_reduce_sum, setup_distributed, teardown_distributed
@@ -125,14 +126,12 @@ class Trainer:
         )
         self.compiled = cfg.compile and cuda
         self.forward_loss = torch.compile(self._forward_loss) if self.compiled else self._forward_loss
-        # Equal shares, so equal step counts on every rank; a remainder (< 1 batch) waits for the next epoch.
+        # Equal shares, so equal step counts on every rank; steps of equal size (one compiled shape),
+        # at most batch_size users each, so fewer than `steps` users per rank wait for the next epoch.
         self.local_users = data.train.rows // d.world_size
         if self.local_users < 1:
-            raise SystemExit(
-                f"error: {data.train.rows} training users cannot be shared by {d.world_size} ranks"
-            )
-        self.batch = min(max(1, cfg.batch_size // d.world_size), self.local_users)
-        self.steps = self.local_users // self.batch
+            raise SystemExit(f"error: {data.train.rows} training users cannot be shared by {d.world_size} ranks")
+        self.batch, self.steps = even_batches(self.local_users, max(1, cfg.batch_size // d.world_size))
 
     def _forward_loss(self, indices, offsets, weights, noise, rows, counts, beta):
         with self.precision.autocast(self.d.device):
