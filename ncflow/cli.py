@@ -3,6 +3,9 @@
     ncflow synth tiny --out data/raw/synth-tiny           # a learnable MovieLens-like dataset, offline
     ncflow data ml-100k --source ../shared/data/ml-100k   # download (or read) and preprocess
     ncflow data synth-ml1m --protocol vaecf
+    ncflow train ncf --dataset synth-tiny                 # the ncf-train flow, on a temporary Prefect server
+    ncflow train ncf --dataset ml-20m --gpus 8            # the last output line is JSON: metrics, bundle
+    ncflow recommend --dataset synth-tiny --user 42 -k 10 # from the registry's champion
 
 Problems a user can fix print one line, `ncflow: error: ...`, and exit with status 2.
 """
@@ -10,7 +13,9 @@ Problems a user can fix print one line, `ncflow: error: ...`, and exit with stat
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -62,6 +67,66 @@ def cmd_data(args: argparse.Namespace) -> None:
     print(out)
 
 
+def cmd_train(args: argparse.Namespace) -> None:
+    from configs.ncf import NCFTrainParams
+
+    given = {name: getattr(args, name) for name in NCFTrainParams.model_fields if name != "dataset"}
+    params = NCFTrainParams.for_dataset(args.dataset, **given)  # refuse bad values before starting a server
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # offline machines: no phoning home
+    from flows.ncf_train import check_gpus, ncf_train
+
+    check_gpus(params.gpus)
+
+    try:
+        result = ncf_train(dataset=args.dataset, **{k: v for k, v in given.items() if v is not None})
+    except NcflowError:
+        raise
+    except Exception as err:  # the flow run failed; its logs above say where
+        raise NcflowError(f"the ncf-train flow run failed: {err}") from None
+    print(json.dumps(result))
+
+
+def add_train_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per NCFTrainParams field, default None (= the dataset's YAML default)."""
+    import typing
+
+    from configs.ncf import NCFTrainParams
+
+    for name, field in NCFTrainParams.model_fields.items():
+        if name == "dataset":
+            continue
+        flag, kind = "--" + name.replace("_", "-"), field.annotation
+        options: dict = {"default": None, "help": field.description or f"(dataset default; class default {field.default})"}
+        if kind is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, **options)
+        elif typing.get_origin(kind) is typing.Literal:
+            parser.add_argument(flag, choices=typing.get_args(kind), **options)
+        elif typing.get_origin(kind) is tuple:
+            parser.add_argument(flag, type=lambda text: [int(p) for p in text.split(",") if p.strip()], **options)
+        else:
+            base = next((t for t in (int, float) if kind is t), str)
+            parser.add_argument(flag, type=base, **options)
+
+
+def cmd_recommend(args: argparse.Namespace) -> None:
+    from models.ncf.bundle import load_bundle, recommend
+    from ncflow import registry
+    from ncflow.data.sources import dataset_label
+
+    path = registry.resolve(Path(args.registry_dir), args.model, dataset_label(args.dataset), args.version)
+    bundle = load_bundle(path)
+    try:
+        items = recommend(bundle, args.user, args.k)
+    except KeyError as err:
+        raise NcflowError(str(err.args[0])) from None
+    if args.json:
+        print(json.dumps({"user": args.user, "model": str(path), "items": items}))
+        return
+    print(f"user {args.user}, {args.model} {path}")
+    for rank, item in enumerate(items, 1):
+        print(f"{rank:3d}  {item['item']:>8}  {item['score']:8.3f}  {item['title'] or ''}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ncflow", description=__doc__.split("\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log each step")
@@ -91,8 +156,23 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--rating-col", help="rating column of a local file (optional)")
     data.add_argument("--timestamp-col", help="timestamp column of a local file (optional)")
     data.set_defaults(func=cmd_data)
-    return parser
 
+    train = sub.add_parser("train", help="run the training flow (a temporary Prefect server if none is set)")
+    train.add_argument("model", choices=["ncf"])
+    train.add_argument("--dataset", required=True, help="ml-100k | ml-1m | ml-20m | ml-25m | synth-<preset> | a file")
+    add_train_flags(train)
+    train.set_defaults(func=cmd_train)
+
+    rec = sub.add_parser("recommend", help="top-k items for a user from the registry's champion")
+    rec.add_argument("--dataset", required=True)
+    rec.add_argument("--user", required=True, type=int, help="an original user id")
+    rec.add_argument("-k", type=int, default=10)
+    rec.add_argument("--model", default="ncf", choices=["ncf"])
+    rec.add_argument("--version", default="champion", help="champion | latest | N")
+    rec.add_argument("--registry-dir", default="registry")
+    rec.add_argument("--json", action="store_true", help="one JSON object instead of a table")
+    rec.set_defaults(func=cmd_recommend)
+    return parser
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)

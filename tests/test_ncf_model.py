@@ -93,6 +93,6 @@ def test_gmf_alone_when_no_mlp_layers() -> None:
     model = NeuMF(NeuMFConfig(n_users=7, n_items=11, mf_dim=4, mlp_layers=()))
     assert model.get_num_params() == 7 * 4 + 11 * 4 + 4 + 1
     users, items = torch.arange(7), torch.randint(0, 11, (7, 3))
-    expected = model.final((model.user_embed(users)[:, None] * model.item_embed(items))).squeeze(-1)
+    expected = model.final(model.user_embed(users)[:, None] * model.item_embed(items)).squeeze(-1)
     assert torch.allclose(model(users, items), expected)
     assert torch.allclose(model(users, items[:, 0]), expected[:, 0])

@@ -21,7 +21,9 @@ def make_bundle(tmp_path, name: str, hr: float):
 
 
 def reg(root, bundle, hr, test_set="t1", **kw):
-    return registry.register(root, "ncf", "synth-tiny", bundle, metrics={"hr@10": hr}, test_set=test_set, **kw)
+    return registry.register(
+        root, "ncf", "synth-tiny", bundle, metrics={"hr@10": hr}, test_set=test_set, **kw
+    )
 
 
 def test_first_is_champion_worse_is_kept_out_better_promoted(tmp_path):
@@ -39,7 +41,9 @@ def test_first_is_champion_worse_is_kept_out_better_promoted(tmp_path):
     assert [e.version for e in registry.versions(root, "ncf", "synth-tiny")] == [1, 2, 3, 4]
     # every version is there whole, with its record, and read-only
     v2 = registry.resolve(root, "ncf", "synth-tiny", "2")
-    assert (v2 / "model.safetensors").read_bytes() == (tmp_path / "bundles" / "b" / "model.safetensors").read_bytes()
+    assert (v2 / "model.safetensors").read_bytes() == (
+        tmp_path / "bundles" / "b" / "model.safetensors"
+    ).read_bytes()
     assert json.loads((v2 / registry.RECORD).read_text())["promoted"] is False
     assert not os.stat(v2 / "model.safetensors").st_mode & 0o222
     assert registry.resolve(root, "ncf", "synth-tiny") == root / "ncf" / "synth-tiny" / "v4"
@@ -52,7 +56,9 @@ def test_other_test_set_needs_a_rescore(tmp_path):
     kept = reg(root, make_bundle(tmp_path, "b", 0.95), 0.95, test_set="new")
     assert not kept.promoted and "another test set" in kept.reason
     rescored = reg(root, make_bundle(tmp_path, "c", 0.95), 0.95, test_set="new", rescore=lambda path: 0.97)
-    assert not rescored.promoted and rescored.previous_score == 0.97  # the champion is better on this test set
+    assert (
+        not rescored.promoted and rescored.previous_score == 0.97
+    )  # the champion is better on this test set
     promoted = reg(root, make_bundle(tmp_path, "d", 0.95), 0.95, test_set="new", rescore=lambda path: 0.8)
     assert promoted.promoted
     failing = reg(root, make_bundle(tmp_path, "e", 0.99), 0.99, test_set="newer", rescore=lambda p: 1 / 0)
@@ -61,7 +67,9 @@ def test_other_test_set_needs_a_rescore(tmp_path):
 
 def test_card_is_written_into_the_version(tmp_path):
     root = tmp_path / "registry"
-    result = reg(root, make_bundle(tmp_path, "a", 0.5), 0.5, card=lambda r: f"# v{r.entry.version} {r.reason}\n")
+    result = reg(
+        root, make_bundle(tmp_path, "a", 0.5), 0.5, card=lambda r: f"# v{r.entry.version} {r.reason}\n"
+    )
     assert (result.entry.path / registry.CARD).read_text() == "# v1 first model: champion\n"
 
 

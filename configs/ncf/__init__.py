@@ -30,7 +30,9 @@ TRAIN_FIELDS = (
 class NCFTrainParams(Strict):
     """Everything one `ncf-train` run needs; validated before any work starts."""
 
-    dataset: str = Field(description="ml-100k | ml-1m | ml-20m | ml-25m | synth-<preset> | a CSV/Parquet path")
+    dataset: str = Field(
+        description="ml-100k | ml-1m | ml-20m | ml-25m | synth-<preset> | a CSV/Parquet path"
+    )
     source: str | None = Field(default=None, description="a mirror URL, a local archive, or a folder")
     # Hardware
     gpus: int = Field(default=0, ge=0, description="torchrun processes on GPUs; 0 trains on CPUs")
@@ -65,7 +67,9 @@ class NCFTrainParams(Strict):
 
         if value in known_datasets() or Path(value).is_file():
             return value
-        raise ValueError(f"unknown dataset {value!r}: use one of {', '.join(known_datasets())}, or a CSV/Parquet path")
+        raise ValueError(
+            f"unknown dataset {value!r}: use one of {', '.join(known_datasets())}, or a CSV/Parquet path"
+        )
 
     @field_validator("mlp_layers")
     @classmethod

@@ -8,13 +8,13 @@ integer-valued so the matrix products are exact whatever BLAS runs them.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import json
-import multiprocessing
 import os
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from statistics import NormalDist
@@ -122,14 +122,10 @@ def write_synthetic(preset: str, out: Path, seed: int = 0) -> Path:
         (lo, min(lo + model.chunk, p.n_users), i) for i, lo in enumerate(range(0, p.n_users, model.chunk))
     ]
     log(f"synth {preset}: model ready, sampling {int(model.counts.sum()):,} ratings in {len(spans)} chunks")
-    with atomic_dir(out) as tmp, contextlib.ExitStack() as stack:
-        workers = min(os.cpu_count() or 1, 8, len(spans) // 4)  # a pool only pays for many chunks
-        if workers > 1:  # spawn, not fork: the parent's pyarrow threads must not be forked
-            ctx = multiprocessing.get_context("spawn")
-            pool = stack.enter_context(ctx.Pool(workers, initializer=_init_worker, initargs=(model,)))
-            tables = pool.imap(_sample_span, spans)  # in order: the file does not depend on `workers`
-        else:
-            tables = (model.sample(*span) for span in spans)
+    with atomic_dir(out) as tmp, ThreadPoolExecutor(min(os.cpu_count() or 1, 4)) as pool:
+        # Threads, not processes: NumPy's heavy loops release the GIL, and nothing is pickled or forked.
+        # map() keeps chunk order, and each chunk has its own seed: the file is the same for any pool.
+        tables = pool.map(lambda span: model.sample(*span), spans)
         n_ratings = 0
         opts = pacsv.WriteOptions(include_header=False, quoting_style="none")
         with open(tmp / "ratings.csv", "wb") as fh:
@@ -158,19 +154,6 @@ def write_synthetic(preset: str, out: Path, seed: int = 0) -> Path:
 def _rng(seed: int, *key: int) -> np.random.Generator:
     """Independent stream per (seed, purpose, chunk): output does not depend on how chunks are spread."""
     return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=key))
-
-
-_WORKER: _Model | None = None
-
-
-def _init_worker(model: _Model) -> None:
-    global _WORKER
-    _WORKER = model
-
-
-def _sample_span(span: tuple[int, int, int]) -> pa.Table:
-    assert _WORKER is not None
-    return _WORKER.sample(*span)
 
 
 class _Model:
@@ -205,10 +188,7 @@ class _Model:
         forced_per_user = np.bincount(self.forced_user, minlength=n)
         self.counts = np.maximum(counts, forced_per_user)
         self.chunk = max(1, min(n, _DENSE_CELLS // m))
-        self._buf: np.ndarray | None = None  # reused: a fresh 128 MiB block per chunk costs page faults
-
-    def __getstate__(self) -> dict:
-        return {**self.__dict__, "_buf": None}  # workers allocate their own
+        self._local = threading.local()  # a dense block per thread, reused: fresh ones cost page faults
 
     def _cover_items(self, counts: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """Pick, per item, a user who will surely rate it, so every item appears at least once."""
@@ -231,9 +211,9 @@ class _Model:
         m, nu = self.p.n_items, hi - lo
         cnt = self.counts[lo:hi]
         rng = _rng(self.seed, 1, index)
-        if self._buf is None:
-            self._buf = np.empty((self.chunk, m))
-        cdf = np.matmul(self.Ua[lo:hi], self.Va.T, out=self._buf[:nu]).ravel()
+        if not hasattr(self._local, "buf"):
+            self._local.buf = np.empty((self.chunk, m))
+        cdf = np.matmul(self.Ua[lo:hi], self.Va.T, out=self._local.buf[:nu]).ravel()
         np.exp(cdf, out=cdf)
         np.cumsum(cdf, out=cdf)  # one running sum over the block: row u spans cdf[u*m : (u+1)*m]
         row_end = cdf[m - 1 :: m]

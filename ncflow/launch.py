@@ -1,0 +1,153 @@
+"""Run a model's trainer under torchrun and follow it: JSON events from stdout, progress lines from stderr.
+
+Plain Python, no Prefect: `tasks/train.py` wraps it, tests call it directly. Any model whose trainer
+is `python -m models.<model>.train --data DIR --out DIR [flags]` and speaks `models.common.events`
+plugs in (NCF now, VAE-CF later).
+
+The child is started with Popen in our own process group (no setsid): when a flow run is cancelled,
+Prefect kills the run's process group and the trainer dies with it. If we leave early for any other
+reason (an exception, an interrupt), the `finally` terminates it.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+STDERR_TAIL = 30  # lines of the trainer's stderr quoted when it fails
+ERROR_PREFIX = "error:"  # how the trainers report a problem with their input (bad data, bad setting)
+
+
+class TrainerFailed(RuntimeError):
+    """The trainer failed. `errors`: its own `error: ...` lines, which torchrun's report would bury;
+    when there are any, the input is at fault and a retry cannot help."""
+
+    def __init__(self, returncode: int, tail: list[str], errors: list[str]) -> None:
+        self.returncode, self.tail, self.errors = returncode, tail, errors
+        lines = "\n".join(tail) or "(no output on stderr)"
+        headline = "; ".join(errors) or "see its last lines of stderr below"
+        super().__init__(f"trainer exited with status {returncode}: {headline}\n{lines}")
+
+    @property
+    def retryable(self) -> bool:
+        return not self.errors
+
+
+def config_flags(config: Mapping[str, Any]) -> list[str]:
+    """`--name value` flags for a trainer's dataclass config (see models/common/config_cli.py)."""
+    flags: list[str] = []
+    for name, value in config.items():
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, bool):
+            flags.append(flag if value else "--no-" + flag[2:])
+        elif isinstance(value, list | tuple):
+            flags += [flag, ",".join(str(v) for v in value)]
+        else:
+            flags += [flag, str(value)]
+    return flags
+
+
+def torchrun_command(
+    model: str, data_dir: Path, out_dir: Path, config: Mapping[str, Any], nproc: int
+) -> list[str]:
+    return [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+        "-m", f"models.{model}.train", "--data", str(data_dir), "--out", str(out_dir), *config_flags(config),
+    ]  # fmt: skip
+
+
+@dataclass
+class TrainerRun:
+    """What the trainer said: its events in order, the `done` event, and the child's wall time."""
+
+    events: list[dict] = field(default_factory=list)
+    done: dict | None = None
+    wall_seconds: float = 0.0
+
+    @property
+    def epochs(self) -> list[dict]:
+        return [e for e in self.events if e.get("event") == "epoch"]
+
+
+def run_trainer(
+    command: list[str],
+    on_event: Callable[[dict], None] = lambda event: None,
+    on_line: Callable[[str], None] = lambda line: None,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> TrainerRun:
+    """Run `command`, calling `on_event` per JSON line of stdout and `on_line` per other line, as they come.
+
+    Raises TrainerFailed (with the last stderr lines) if it exits non-zero or never reports `done`.
+    """
+    run = TrainerRun()
+    tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL)
+    errors: list[str] = []
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1,
+        env={**os.environ, **(env or {})}, cwd=cwd,
+    )  # fmt: skip
+
+    def pump_stderr() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            line = line.rstrip()
+            if line:
+                tail.append(line)
+                if line.startswith(ERROR_PREFIX) and len(errors) < 5:
+                    errors.append(line)
+                on_line(line)
+
+    reader = threading.Thread(target=pump_stderr, name="trainer-stderr", daemon=True)
+    reader.start()
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                event = json.loads(line)
+            except json.JSONDecodeError:
+                on_line(line)
+                continue
+            if not isinstance(event, dict):
+                on_line(line)
+                continue
+            run.events.append(event)
+            if event.get("event") == "done":
+                run.done = event
+            on_event(event)
+        returncode = proc.wait()
+        reader.join(timeout=10)
+    finally:
+        stop(proc)
+        run.wall_seconds = time.perf_counter() - start
+    if returncode != 0:
+        raise TrainerFailed(returncode, list(tail), errors)
+    if run.done is None:
+        raise TrainerFailed(returncode, [*tail, "(the trainer ended without a 'done' event)"], errors)
+    return run
+
+
+def stop(proc: subprocess.Popen, grace_s: float = 15.0) -> None:
+    """SIGTERM (torchrun passes it to its workers), then SIGKILL after `grace_s`."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

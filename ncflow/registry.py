@@ -1,0 +1,202 @@
+"""A file-system model registry: immutable numbered versions and a `champion` alias per model and dataset.
+
+    registry/<model>/<dataset>/
+      v1/ v2/ ...          a bundle's files + registration.json + MODEL_CARD.md, read-only once written
+      champion.json        {"version": 2, ...}: replaced atomically, moves only to a better model
+      .lock                flock'ed around version numbering and champion moves
+
+A version appears by renaming a complete staging folder, so readers never see half of one. The
+champion moves only when the newcomer's score on the same test set is strictly better; when the
+champion was scored on another test set, `rescore` scores it on the newcomer's (or, without one,
+nothing moves): scheduled retraining never silently replaces a better model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import stat
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ncflow.errors import NcflowError
+
+CHAMPION = "champion.json"
+RECORD = "registration.json"
+CARD = "MODEL_CARD.md"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One registered version, as its registration.json describes it."""
+
+    version: int
+    path: Path
+    metrics: dict[str, Any]
+    test_set: str
+    record: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Registration:
+    entry: Entry
+    promoted: bool
+    previous: Entry | None  # the champion before this registration
+    previous_score: float | None  # the previous champion's score on this entry's test set
+    reason: str
+
+
+def model_dir(root: Path, model: str, dataset: str) -> Path:
+    return Path(root) / model / dataset
+
+
+@contextlib.contextmanager
+def locked(folder: Path) -> Iterator[None]:
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def versions(root: Path, model: str, dataset: str) -> list[Entry]:
+    folder = model_dir(root, model, dataset)
+    numbers = sorted(
+        int(p.name[1:]) for p in folder.glob("v*") if p.name[1:].isdigit() and (p / RECORD).is_file()
+    )
+    return [read_entry(folder / f"v{n}") for n in numbers]
+
+
+def read_entry(path: Path) -> Entry:
+    record = json.loads((path / RECORD).read_text())
+    return Entry(record["version"], path, record["metrics"], record["test_set"], record)
+
+
+def champion(root: Path, model: str, dataset: str) -> Entry | None:
+    alias = model_dir(root, model, dataset) / CHAMPION
+    if not alias.is_file():
+        return None
+    return read_entry(alias.parent / f"v{json.loads(alias.read_text())['version']}")
+
+
+def resolve(root: Path, model: str, dataset: str, version: str = "champion") -> Path:
+    """The folder of `version` (`champion`, `latest`, `3` or `v3`); NcflowError if there is none."""
+    folder = model_dir(root, model, dataset)
+    if version == "champion":
+        entry = champion(root, model, dataset)
+        if entry is None:
+            raise NcflowError(
+                f"no {model} champion for {dataset} in {Path(root)}: train one with `ncflow train`"
+            )
+        return entry.path
+    if version == "latest":
+        found = versions(root, model, dataset)
+        if not found:
+            raise NcflowError(f"no {model} model registered for {dataset} in {Path(root)}")
+        return found[-1].path
+    path = folder / f"v{version.removeprefix('v')}"
+    if not (path / RECORD).is_file():
+        raise NcflowError(f"{model} {dataset} has no version {path.name} in {Path(root)}")
+    return path
+
+
+def register(
+    root: Path,
+    model: str,
+    dataset: str,
+    bundle: Path,
+    *,
+    metrics: dict[str, Any],
+    test_set: str,
+    metric: str = "hr@10",
+    extra: dict[str, Any] | None = None,
+    rescore: Callable[[Path], float] | None = None,
+    card: Callable[[Registration], str] | None = None,
+) -> Registration:
+    """Copy `bundle` in as the next version; make it champion if its `metric` beats the champion's.
+
+    `test_set` names the data the metrics were measured on (equal names: comparable scores).
+    `card(registration)` writes MODEL_CARD.md into the version before it appears.
+    """
+    folder = model_dir(root, model, dataset)
+    folder.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=folder))
+    try:
+        shutil.copytree(bundle, staging, dirs_exist_ok=True)  # the slow part, outside the lock
+        with locked(folder):
+            number = 1 + max((int(p.name[1:]) for p in folder.glob("v*") if p.name[1:].isdigit()), default=0)
+            previous = champion(root, model, dataset)
+            previous_score, promoted, reason = _compare(previous, metrics[metric], test_set, metric, rescore)
+            record = {
+                "model": model, "dataset": dataset, "version": number, "metric": metric,
+                "metrics": metrics, "test_set": test_set, "registered_at": time.time(),
+                "source_bundle": str(Path(bundle).resolve()), "promoted": promoted, "reason": reason,
+                "previous_champion": previous.version if previous else None,
+                "previous_score": previous_score, **(extra or {}),
+            }  # fmt: skip
+            (staging / RECORD).write_text(json.dumps(record, indent=2, default=str) + "\n")
+            entry = Entry(number, folder / f"v{number}", metrics, test_set, record)
+            result = Registration(entry, promoted, previous, previous_score, reason)
+            if card is not None:
+                (staging / CARD).write_text(card(result))
+            _make_read_only(staging)
+            staging.rename(entry.path)
+            if promoted:
+                _write_alias(
+                    folder / CHAMPION, {"version": number, metric: metrics[metric], "moved_at": time.time()}
+                )
+        return result
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # gone already unless something failed
+
+
+def _compare(
+    previous: Entry | None, score: float, test_set: str, metric: str, rescore: Callable[[Path], float] | None
+) -> tuple[float | None, bool, str]:
+    if previous is None:
+        return None, True, "first model: champion"
+    if previous.test_set == test_set:
+        old = float(previous.metrics[metric])
+    elif rescore is not None:
+        try:
+            old = float(rescore(previous.path))
+        except Exception as err:  # noqa: BLE001 - an unscorable champion keeps its place, with the reason
+            return (
+                None,
+                False,
+                f"champion v{previous.version} could not be scored on this test set ({err}): kept",
+            )
+    else:
+        return None, False, f"champion v{previous.version} was scored on another test set: kept"
+    if score > old:
+        return old, True, f"{metric} {score:.4f} beats champion v{previous.version}'s {old:.4f}: promoted"
+    return (
+        old,
+        False,
+        f"{metric} {score:.4f} does not beat champion v{previous.version}'s {old:.4f}: not promoted",
+    )
+
+
+def _write_alias(path: Path, value: dict) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=".champion.", dir=path.parent)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(value, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def _make_read_only(folder: Path) -> None:
+    """Files become read-only (folders stay writable, so a deliberate `rm -r` still works)."""
+    for path in folder.rglob("*"):
+        if path.is_file():
+            path.chmod(path.stat().st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))

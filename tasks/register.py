@@ -1,0 +1,85 @@
+"""The registration task: the bundle becomes the next immutable version in the registry; the
+`champion` alias moves to it only if it scores better on the same test set.
+
+Artifacts: `<model>-<dataset>-model-card` (markdown), `<model>-<dataset>-metrics` (this model against
+the previous champion), `<model>-<dataset>-bundle` (a link to the registered folder).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+
+from ncflow import registry
+from ncflow.data.preprocess import read_manifest
+from ncflow.model_card import model_card
+from tasks._run import artifact, artifact_key, run_logger
+from tasks.evaluate import score_bundle
+
+
+@task(name="register_model", task_run_name="register-{model}-{dataset}", cache_policy=NO_CACHE)
+def register_model(
+    model: str,
+    dataset: str,
+    bundle: str,
+    data_dir: str,
+    metrics: dict[str, Any],
+    training: dict[str, Any],
+    params: dict[str, Any],
+    registry_dir: str,
+    metric: str = "hr@10",
+    device: str = "cpu",
+) -> dict[str, Any]:
+    """Register `bundle` (scored `metrics` on `data_dir`'s test set); return version, path, promotion."""
+    log = run_logger()
+    data = read_manifest(Path(data_dir))
+    test_set = Path(data_dir).name  # dataset-protocol-hash(source md5, split config, code version)
+    extra = {"params": params, "training": {k: v for k, v in training.items() if k != "history"}}
+
+    def card(reg: registry.Registration) -> str:
+        return model_card(
+            reg, data=data, params=params, history=training.get("history", []), training=training
+        )
+
+    reg = registry.register(
+        Path(registry_dir), model, dataset, Path(bundle), metrics=metrics, test_set=test_set, metric=metric,
+        extra=extra, card=card, rescore=lambda path: score_bundle(model, path, data_dir, device)[metric],
+    )  # fmt: skip
+    log.info("registered %s %s v%d at %s: %s", model, dataset, reg.entry.version, reg.entry.path, reg.reason)
+
+    key = artifact_key(model, dataset)
+    artifact(
+        create_markdown_artifact, (reg.entry.path / registry.CARD).read_text(), key=f"{key}-model-card",
+        description=f"{model} {dataset} v{reg.entry.version}: {reg.reason}",
+    )  # fmt: skip
+    previous = reg.previous
+    rows = [
+        {
+            "metric": name,
+            "this model": round(float(value), 5),
+            "previous champion": None if previous is None else previous.metrics.get(name),
+        }
+        for name, value in metrics.items()
+        if isinstance(value, float)
+    ]
+    if previous is not None and reg.previous_score is not None:
+        rows = [r | {"previous champion": reg.previous_score} if r["metric"] == metric else r for r in rows]
+    artifact(
+        create_table_artifact, rows, key=f"{key}-metrics", description=f"v{reg.entry.version}: {reg.reason}"
+    )
+    artifact(
+        create_link_artifact, reg.entry.path.resolve().as_uri(), link_text=f"{model} {dataset} v{reg.entry.version}",
+        key=f"{key}-bundle", description="the registered bundle (immutable)",
+    )  # fmt: skip
+    champion = registry.champion(Path(registry_dir), model, dataset)
+    return {
+        "version": reg.entry.version,
+        "path": str(reg.entry.path),
+        "promoted": reg.promoted,
+        "reason": reg.reason,
+        "champion": str(champion.path) if champion else None,
+    }
