@@ -61,6 +61,7 @@ def measure(cfg: TrainConfig, data, d, epochs: int) -> dict:
     epoch_s = statistics.median(train_s)
     return {
         "precision": cfg.precision, "compile": cfg.compile, "gpus": d.world_size,
+        "grad_compression": cfg.grad_compression,
         "train_samples_per_s": samples / epoch_s, "epoch_seconds": epoch_s,
         "eval_samples_per_s": data.candidates.numel() / statistics.median(eval_s),
         "eval_seconds": statistics.median(eval_s), "sampler_seconds": statistics.median(sample_s),
@@ -103,6 +104,7 @@ def main() -> int:
     parser.add_argument("--target-hr", type=float, default=0.9562)
     parser.add_argument("--max-epochs", type=int, default=30)
     parser.add_argument("--byte-dropout", action="store_true", help="see models/common/dropout.py")
+    parser.add_argument("--grad-compressions", default="none", help="comma list: none,bf16 (one row each)")
     args = parser.parse_args()
 
     d = setup_distributed(args.device)
@@ -112,8 +114,9 @@ def main() -> int:
             batch_size=args.batch_size, device=d.device.type, target_hr=1.0, byte_dropout=args.byte_dropout
         )
         rows = [
-            measure(dataclasses.replace(base, precision=p), data, d, args.epochs)
+            measure(dataclasses.replace(base, precision=p, grad_compression=c), data, d, args.epochs)
             for p in args.precisions.split(",")
+            for c in args.grad_compressions.split(",")
         ]
         if args.eager_reference:
             rows.append(
@@ -142,17 +145,17 @@ def print_table(result: dict) -> None:
         f"\n{result['gpu']}, torch {result['torch']}, {result['world_size']} process(es), data {result['data']}"
     )
     print(
-        "| precision | compiled | GPUs | train samples/s | s/epoch | eval samples/s | sampler s | compile s | peak GiB | HR@10 |"
+        "| precision | grad all-reduce | compiled | GPUs | train samples/s | s/epoch | eval samples/s | sampler s | compile s | peak GiB | HR@10 |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in result["rows"]:
         print(
-            f"| {r['precision']} | {r['compile']} | {r['gpus']} | {r['train_samples_per_s'] / 1e6:.1f}M | "
+            f"| {r['precision']} | {r.get('grad_compression', 'none')} | {r['compile']} | {r['gpus']} | {r['train_samples_per_s'] / 1e6:.1f}M | "
             f"{r['epoch_seconds']:.3f} | {r['eval_samples_per_s'] / 1e6:.0f}M | {r['sampler_seconds']:.3f} | "
             f"{r['compile_seconds']:.0f} | {r['peak_gib']:.1f} | {r['hr@10_after']:.4f} |"
         )
     ref = result["reference_h200"]
-    print(f"| reference (NVIDIA PyTorch NCF, AMP, H200, GPU.md) | - | 1 | {ref['train_samples_per_s'] / 1e6:.1f}M | "
+    print(f"| reference (NVIDIA PyTorch NCF, AMP, H200, GPU.md) | - | - | 1 | {ref['train_samples_per_s'] / 1e6:.1f}M | "
           f"{ref['epoch_seconds']:.2f} | {ref['eval_samples_per_s'] / 1e6:.0f}M | | | | |")  # fmt: skip
     if "time_to_target" in result:
         t = result["time_to_target"]

@@ -130,7 +130,9 @@ class Trainer:
         # at most batch_size users each, so fewer than `steps` users per rank wait for the next epoch.
         self.local_users = data.train.rows // d.world_size
         if self.local_users < 1:
-            raise SystemExit(f"error: {data.train.rows} training users cannot be shared by {d.world_size} ranks")
+            raise SystemExit(
+                f"error: {data.train.rows} training users cannot be shared by {d.world_size} ranks"
+            )
         self.batch, self.steps = even_batches(self.local_users, max(1, cfg.batch_size // d.world_size))
 
     def _forward_loss(self, indices, offsets, weights, noise, rows, counts, beta):
