@@ -56,7 +56,7 @@ def trained(data, tmp_path_factory):
 
 def test_params_take_dataset_defaults_and_refuse_bad_values():
     p = NCFTrainParams.for_dataset("synth-tiny")
-    assert (p.mf_dim, p.mlp_layers, p.batch_size, p.beta1) == (16, (64, 32, 16), 8192, 0.9)
+    assert (p.mf_dim, p.mlp_layers, p.batch_size, p.beta1) == (16, (64, 32, 16), 2048, 0.9)
     assert NCFTrainParams.for_dataset("ml-20m").batch_size == 2**20
     assert NCFTrainParams.for_dataset("synth-tiny", epochs=7, lr=None).epochs == 7  # None: not given
     with pytest.raises(NcflowError, match="unknown dataset 'nope'"):

@@ -1,0 +1,88 @@
+"""What every training flow's parameters share: one pydantic base, defaults per dataset in YAML.
+
+A model's parameter class (configs.ncf.NCFTrainParams, configs.vaecf.VAECFTrainParams) adds its
+trainer's fields and names its YAML folder, its trainer fields and its preprocessing; loading,
+precedence, validation and the error messages live here once.
+
+Precedence, lowest first: the class defaults, the dataset's YAML file (`<CONFIG_DIR>/<dataset>.yaml`),
+then what the caller passes (CLI flags, Prefect parameters). A `None` from the caller means "not
+given". Unknown keys and wrong types are errors, in the YAML files as much as from callers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar, Self
+
+import yaml
+from pydantic import Field, ValidationError, field_validator
+
+from configs import PreprocessConfig, Strict, validation_message
+from ncflow.errors import NcflowError
+
+
+class TrainParams(Strict):
+    """The fields and behaviour common to all training flows; subclasses set the ClassVars."""
+
+    FLOW: ClassVar[str]  # the flow's name, for error messages
+    CONFIG_DIR: ClassVar[Path]  # the per-dataset YAML defaults
+    TRAIN_FIELDS: ClassVar[tuple[str, ...]]  # handed to the trainer as flags (its TrainConfig's names)
+
+    dataset: str = Field(
+        description="ml-100k | ml-1m | ml-20m | ml-25m | synth-<preset> | a CSV/Parquet path"
+    )
+    source: str | None = Field(default=None, description="a mirror URL, a local archive, or a folder")
+    # Hardware
+    gpus: int = Field(default=0, ge=0, description="torchrun processes on GPUs; 0 trains on CPUs")
+    cpu_processes: int = Field(default=1, ge=1, le=64, description="CPU processes when gpus is 0")
+    # Where things go (relative paths are relative to the working directory of the run)
+    data_dir: str = "data"
+    runs_dir: str = "runs"  # checkpoints: runs/<flow run id>/ so a retried task resumes
+    registry_dir: str = "registry"
+
+    @field_validator("dataset")
+    @classmethod
+    def _known_dataset(cls, value: str) -> str:
+        from ncflow.data.sources import known_datasets
+
+        if value in known_datasets() or Path(value).is_file():
+            return value
+        raise ValueError(
+            f"unknown dataset {value!r}: use one of {', '.join(known_datasets())}, or a CSV/Parquet path"
+        )
+
+    @classmethod
+    def for_dataset(cls, dataset: str, **overrides: Any) -> Self:
+        """The dataset's defaults with `overrides` on top (None values ignored); NcflowError if invalid."""
+        given = {k: v for k, v in overrides.items() if v is not None}
+        try:
+            return cls(**{**cls.dataset_defaults(dataset), **given, "dataset": dataset})
+        except ValidationError as err:
+            raise NcflowError(f"bad {cls.FLOW} parameter: {validation_message(err)}") from None
+
+    @classmethod
+    def dataset_defaults(cls, dataset: str) -> dict[str, Any]:
+        """The YAML preset of `dataset` ({} for datasets without one, e.g. a local file)."""
+        path = cls.CONFIG_DIR / f"{dataset}.yaml"
+        if "/" in dataset or not path.is_file():
+            return {}
+        values = yaml.safe_load(path.read_text()) or {}
+        unknown = sorted(set(values) - set(cls.model_fields) | ({"dataset"} & set(values)))
+        if unknown:
+            raise NcflowError(f"{path}: unknown keys {', '.join(unknown)}")
+        return values
+
+    @property
+    def device(self) -> str:
+        return "cuda" if self.gpus > 0 else "cpu"
+
+    @property
+    def processes(self) -> int:
+        return self.gpus if self.gpus > 0 else self.cpu_processes
+
+    def train_config(self) -> dict[str, Any]:
+        """The trainer's settings (its TrainConfig's field names), device included."""
+        return {name: getattr(self, name) for name in self.TRAIN_FIELDS} | {"device": self.device}
+
+    def preprocess_config(self) -> PreprocessConfig:
+        raise NotImplementedError
