@@ -5,7 +5,9 @@
     ncflow data synth-ml1m --protocol vaecf
     ncflow train ncf --dataset synth-tiny                 # the ncf-train flow, on a temporary Prefect server
     ncflow train ncf --dataset ml-20m --gpus 8            # the last output line is JSON: metrics, bundle
+    ncflow train vae-cf --dataset synth-tiny              # the vae-cf-train flow (Mult-VAE)
     ncflow recommend --dataset synth-tiny --user 42 -k 10 # from the registry's champion
+    ncflow recommend --model vae-cf --items 1,32,260 -k 10  # fold-in: a new user's items, no retraining
 
 Problems a user can fix print one line, `ncflow: error: ...`, and exit with status 2.
 """
@@ -13,6 +15,7 @@ Problems a user can fix print one line, `ncflow: error: ...`, and exit with stat
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import logging
 import os
@@ -68,61 +71,132 @@ def cmd_data(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from configs.ncf import NCFTrainParams
+    from ncflow.specs import spec
 
-    given = {name: getattr(args, name) for name in NCFTrainParams.model_fields if name != "dataset"}
-    params = NCFTrainParams.for_dataset(args.dataset, **given)  # refuse bad values before starting a server
+    model = spec(args.model)
+    fields = [name for name in model.params.model_fields if name != "dataset"]
+    given = {name: getattr(args, name) for name in fields}
+    params = model.params.for_dataset(args.dataset, **given)  # refuse bad values before starting a server
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # offline machines: no phoning home
-    from flows.ncf_train import check_gpus, ncf_train
+    from flows.training import check_gpus
 
     check_gpus(params.gpus)
-
+    flow_function = model.flow_function()
+    accepted = set(inspect.signature(flow_function.fn).parameters)
+    passed = {k: v for k, v in given.items() if v is not None}
+    if unknown := sorted(set(passed) - accepted):  # a field the flow does not expose as a parameter
+        flags = ", ".join("--" + name.replace("_", "-") for name in unknown)
+        raise NcflowError(f"{flags}: not a parameter of the {model.flow} flow")
     try:
-        result = ncf_train(dataset=args.dataset, **{k: v for k, v in given.items() if v is not None})
+        result = flow_function(dataset=args.dataset, **passed)
     except NcflowError:
         raise
     except Exception as err:  # the flow run failed; its logs above say where
-        raise NcflowError(f"the ncf-train flow run failed: {err}") from None
+        raise NcflowError(f"the {model.flow} flow run failed: {err}") from None
     print(json.dumps(result))
 
 
-def add_train_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per NCFTrainParams field, default None (= the dataset's YAML default)."""
+def add_train_flags(parser: argparse.ArgumentParser, params: type) -> None:
+    """One flag per field of `params` (a configs.train.TrainParams), default None (= the dataset's YAML default)."""
     import typing
 
-    from configs.ncf import NCFTrainParams
-
-    for name, field in NCFTrainParams.model_fields.items():
+    for name, field in params.model_fields.items():
         if name == "dataset":
             continue
         flag, kind = "--" + name.replace("_", "-"), field.annotation
-        options: dict = {"default": None, "help": field.description or f"(dataset default; class default {field.default})"}
+        options: dict = {
+            "default": None,
+            "help": field.description or f"(dataset default; class default {field.default})",
+        }
         if kind is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, **options)
         elif typing.get_origin(kind) is typing.Literal:
             parser.add_argument(flag, choices=typing.get_args(kind), **options)
         elif typing.get_origin(kind) is tuple:
-            parser.add_argument(flag, type=lambda text: [int(p) for p in text.split(",") if p.strip()], **options)
+            parser.add_argument(
+                flag, type=lambda text: [int(p) for p in text.split(",") if p.strip()], **options
+            )
         else:
             base = next((t for t in (int, float) if kind is t), str)
             parser.add_argument(flag, type=base, **options)
 
 
+def item_ids(text: str) -> list[int]:
+    try:
+        ids = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected item ids separated by commas, e.g. 1,32,260"
+        ) from None
+    if not ids:
+        raise argparse.ArgumentTypeError("no item ids given")
+    return ids
+
+
+def champion_dataset(registry_dir: Path, model: str) -> str:
+    """The dataset when --dataset is left out: the only one with a `model` champion in the registry."""
+    from ncflow import registry
+
+    found = sorted(
+        p.name
+        for p in registry.model_dir(registry_dir, model, "").glob("*")
+        if (p / registry.CHAMPION).is_file()
+    )
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise NcflowError(
+            f"no {model} champion in {registry_dir}: train one with `ncflow train {model} --dataset NAME`"
+        )
+    raise NcflowError(f"{model} champions exist for {', '.join(found)}: choose one with --dataset")
+
+
 def cmd_recommend(args: argparse.Namespace) -> None:
-    from models.ncf.bundle import load_bundle, recommend
     from ncflow import registry
     from ncflow.data.sources import dataset_label
 
-    path = registry.resolve(Path(args.registry_dir), args.model, dataset_label(args.dataset), args.version)
-    bundle = load_bundle(path)
-    try:
-        items = recommend(bundle, args.user, args.k)
-    except KeyError as err:
-        raise NcflowError(str(err.args[0])) from None
+    registry_dir = Path(args.registry_dir)
+    dataset = dataset_label(args.dataset) if args.dataset else champion_dataset(registry_dir, args.model)
+    if args.model == "ncf":
+        if args.user is None:
+            raise NcflowError(
+                "--model ncf recommends for a known user: give --user ID (or use --model vae-cf --items)"
+            )
+        if args.items is not None:
+            raise NcflowError("--items is fold-in, for --model vae-cf; ncf takes --user")
+    elif args.items is None:
+        raise NcflowError(f"--model {args.model} folds in a user's items: give --items ID,ID,...")
+    elif args.user is not None:
+        raise NcflowError(f"--model {args.model} takes --items (the user's liked items), not --user")
+    path = registry.resolve(registry_dir, args.model, dataset, args.version)
+    if args.model == "ncf":
+        from models.ncf.bundle import load_bundle, recommend
+
+        try:
+            items = recommend(load_bundle(path), args.user, args.k)
+        except KeyError as err:
+            raise NcflowError(str(err.args[0])) from None
+        who, asked = f"user {args.user}", {"user": args.user}
+    else:
+        import warnings
+
+        from models.vaecf.bundle import load_bundle, recommend_foldin
+
+        bundle = load_bundle(path)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                items = recommend_foldin(bundle, args.items, args.k)
+            except ValueError as err:
+                raise NcflowError(str(err)) from None
+        for warning in caught:
+            print(f"ncflow: warning: {warning.message}", file=sys.stderr)
+        known = sum(1 for i in args.items if i in bundle.item_index)
+        who, asked = f"a new user with {known} known item(s)", {"given_items": args.items}
     if args.json:
-        print(json.dumps({"user": args.user, "model": str(path), "items": items}))
+        print(json.dumps({**asked, "model": str(path), "items": items}))
         return
-    print(f"user {args.user}, {args.model} {path}")
+    print(f"{who}, {args.model} {path}")
     for rank, item in enumerate(items, 1):
         print(f"{rank:3d}  {item['item']:>8}  {item['score']:8.3f}  {item['title'] or ''}")
 
@@ -157,22 +231,34 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--timestamp-col", help="timestamp column of a local file (optional)")
     data.set_defaults(func=cmd_data)
 
-    train = sub.add_parser("train", help="run the training flow (a temporary Prefect server if none is set)")
-    train.add_argument("model", choices=["ncf"])
-    train.add_argument("--dataset", required=True, help="ml-100k | ml-1m | ml-20m | ml-25m | synth-<preset> | a file")
-    add_train_flags(train)
-    train.set_defaults(func=cmd_train)
+    from ncflow.specs import SPECS
 
-    rec = sub.add_parser("recommend", help="top-k items for a user from the registry's champion")
-    rec.add_argument("--dataset", required=True)
-    rec.add_argument("--user", required=True, type=int, help="an original user id")
+    train = sub.add_parser("train", help="run a training flow (a temporary Prefect server if none is set)")
+    models = train.add_subparsers(dest="model", required=True, metavar="{" + ",".join(SPECS) + "}")
+    for model in SPECS.values():
+        one = models.add_parser(model.name, help=f"the {model.flow} flow; champion rule: {model.metric}")
+        one.add_argument(
+            "--dataset", required=True, help="ml-100k | ml-1m | ml-20m | ml-25m | synth-<preset> | a file"
+        )
+        add_train_flags(one, model.params)
+        one.set_defaults(func=cmd_train)
+
+    rec = sub.add_parser(
+        "recommend", help="top-k items from the registry's champion, for a user or for given items"
+    )
+    rec.add_argument("--dataset", help="the model's dataset (default: the only one with a champion)")
+    rec.add_argument("--user", type=int, help="ncf: an original user id")
+    rec.add_argument(
+        "--items", type=item_ids, help="vae-cf: a new user's liked items, original ids: 1,32,260"
+    )
     rec.add_argument("-k", type=int, default=10)
-    rec.add_argument("--model", default="ncf", choices=["ncf"])
+    rec.add_argument("--model", default="ncf", choices=list(SPECS))
     rec.add_argument("--version", default="champion", help="champion | latest | N")
     rec.add_argument("--registry-dir", default="registry")
     rec.add_argument("--json", action="store_true", help="one JSON object instead of a table")
     rec.set_defaults(func=cmd_recommend)
     return parser
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)

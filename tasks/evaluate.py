@@ -1,6 +1,8 @@
 """The evaluation task: score the saved bundle on the test set, independently of the trainer.
 
-It loads `models.<model>.evaluate.evaluate_bundle`, so another model plugs in by providing one. On
+It loads `models.<package>.evaluate.evaluate_bundle` (ncflow.specs names the package and flattens the
+result), so another model plugs in by providing one. The trainer's value to match is the spec's
+`trainer_metric` (NCF: its last `hr@10`; VAE-CF: its `test_ndcg@100`, validation being another split). On
 CPUs the result must equal the trainer's last reported value exactly (same function, same data);
 on GPUs a different batch split across ranks can flip a tie, so a mismatch there is a warning.
 """
@@ -14,6 +16,7 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from ncflow.specs import spec
 from tasks._run import run_logger
 
 
@@ -22,10 +25,12 @@ class EvaluationMismatch(RuntimeError):
 
 
 def score_bundle(model: str, bundle: str | Path, data_dir: str | Path, device: str = "cpu") -> dict[str, Any]:
-    """models.<model>.evaluate.evaluate_bundle, with its SystemExit (a user error) made an exception."""
-    evaluate_bundle = importlib.import_module(f"models.{model}.evaluate").evaluate_bundle
+    """`model`'s evaluate_bundle on the test set, flat (metric -> value), with its SystemExit (a user
+    error) made an exception."""
+    what = spec(model)
+    evaluate_bundle = importlib.import_module(f"models.{what.package}.evaluate").evaluate_bundle
     try:
-        return evaluate_bundle(Path(bundle), Path(data_dir), device)
+        return what.scores(evaluate_bundle(Path(bundle), Path(data_dir), device=device))
     except SystemExit as err:
         raise RuntimeError(str(err.code)) from None
 
@@ -37,14 +42,18 @@ def evaluate_model(
     data_dir: str,
     device: str = "cpu",
     expected: dict[str, Any] | None = None,
-    metric: str = "hr@10",
+    metric: str | None = None,
 ) -> dict[str, Any]:
-    """Metrics of `bundle` on `data_dir`'s test set; checked against `expected[metric]` (the trainer's)."""
+    """Metrics of `bundle` on `data_dir`'s test set; `metric` (default: the model's champion metric) is
+    checked against the trainer's value in `expected` (its `done` summary)."""
     log = run_logger()
+    what = spec(model)
+    metric = metric or what.metric
     scores = score_bundle(model, bundle, data_dir, device)
     log.info("evaluated %s: %s", bundle, ", ".join(f"{k} {v}" for k, v in scores.items()))
-    if expected is not None and metric in expected:
-        trainer, ours = float(expected[metric]), float(scores[metric])
+    key = what.trainer_key(metric)
+    if expected is not None and key in expected:
+        trainer, ours = float(expected[key]), float(scores[metric])
         if ours != trainer:
             message = f"independent {metric} {ours!r} differs from the trainer's last {trainer!r}"
             if device == "cpu":

@@ -17,6 +17,7 @@ from prefect.cache_policies import NO_CACHE
 from ncflow import registry
 from ncflow.data.preprocess import read_manifest
 from ncflow.model_card import model_card
+from ncflow.specs import spec
 from tasks._run import artifact, artifact_key, run_logger
 from tasks.evaluate import score_bundle
 
@@ -31,19 +32,25 @@ def register_model(
     training: dict[str, Any],
     params: dict[str, Any],
     registry_dir: str,
-    metric: str = "hr@10",
+    metric: str | None = None,
     device: str = "cpu",
 ) -> dict[str, Any]:
-    """Register `bundle` (scored `metrics` on `data_dir`'s test set); return version, path, promotion."""
+    """Register `bundle` (scored `metrics` on `data_dir`'s test set); return version, path, promotion.
+
+    The champion rule compares `metric` (default: the model's, ncflow.specs: NCF hr@10, VAE-CF ndcg@100).
+    """
     log = run_logger()
+    what = spec(model)
+    metric = metric or what.metric
     data = read_manifest(Path(data_dir))
     test_set = Path(data_dir).name  # dataset-protocol-hash(source md5, split config, code version)
     extra = {"params": params, "training": {k: v for k, v in training.items() if k != "history"}}
 
     def card(reg: registry.Registration) -> str:
         return model_card(
-            reg, data=data, params=params, history=training.get("history", []), training=training
-        )
+            reg, data=data, params=params, history=training.get("history", []), training=training,
+            metrics=what.metrics, throughput=what.throughput,
+        )  # fmt: skip
 
     reg = registry.register(
         Path(registry_dir), model, dataset, Path(bundle), metrics=metrics, test_set=test_set, metric=metric,

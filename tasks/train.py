@@ -3,12 +3,13 @@ events turned into artifacts while it runs.
 
 Artifacts (keys version across runs, so the UI's Artifacts page shows their history):
 - `<model>-<dataset>-progress`: a progress bar, updated at each epoch;
-- `<model>-<dataset>-epochs`: the per-epoch table (loss, HR@10, NDCG@10, samples/s, negatives drawn),
+- `<model>-<dataset>-epochs`: the per-epoch table (loss, the model's metrics, throughput; for NCF the
+  negatives drawn, for VAE-CF the KL weight),
   re-published after every epoch, so the latest version is the run so far.
 
-Retries resume: the trainer checkpoints after every epoch into `out_dir`, which the flow keeps fixed
-for the flow run (runs/<flow run id>/), and a restarted trainer continues after the last complete
-epoch. A failure the trainer explains with `error: ...` (bad data, bad setting) is not retried.
+Retries resume: the trainer checkpoints after every epoch (VAE-CF: every `checkpoint_every`) into `out_dir`, which the flow keeps fixed
+for the flow run (runs/<flow run id>/), and a restarted trainer continues after the last
+checkpointed epoch. A failure the trainer explains with `error: ...` (bad data, bad setting) is not retried.
 """
 
 from __future__ import annotations
@@ -22,7 +23,18 @@ from prefect.cache_policies import NO_CACHE
 from torch import device as torch_device
 
 from ncflow.launch import TrainerFailed, run_trainer, torchrun_command
+from ncflow.specs import ModelSpec, spec
 from tasks._run import artifact, run_logger
+
+DATA_SIZES = (
+    "users",
+    "items",
+    "train_positives",
+    "train_users",
+    "valid_users",
+    "test_users",
+    "steps_per_epoch",
+)
 
 
 def _worth_retrying(task, task_run, state) -> bool:
@@ -36,10 +48,10 @@ def _worth_retrying(task, task_run, state) -> bool:
 
 
 class EpochReporter:
-    """Turns the trainer's events into log lines and artifacts."""
+    """Turns the trainer's events into log lines and artifacts; what a row shows comes from the spec."""
 
-    def __init__(self, key: str, epochs: int) -> None:
-        self.key, self.epochs = key, epochs
+    def __init__(self, key: str, epochs: int, model: ModelSpec) -> None:
+        self.key, self.epochs, self.model = key, epochs, model
         self.log = run_logger()
         self.rows: list[dict[str, Any]] = []
         self.start: dict[str, Any] = {}
@@ -51,11 +63,15 @@ class EpochReporter:
             self.log.info("resuming from the checkpoint: continuing at epoch %s", event.get("epoch"))
         elif kind == "start":
             self.start = event
+            sizes = ", ".join(
+                f"{event[name]:,} {name.replace('_', ' ')}"
+                for name in DATA_SIZES
+                if isinstance(event.get(name), int)
+            )
             self.log.info(
-                "training %s parameters on %s x %s (%s); %s users, %s items, %s positives, %s steps/epoch",
-                f"{event.get('parameters', 0):,}", event.get("world_size"), event.get("device"),
-                event.get("precision"), event.get("users"), event.get("items"), event.get("train_positives"),
-                event.get("steps_per_epoch"),
+                "training %s %s parameters on %s x %s (%s); %s",
+                self.model.name, f"{event.get('parameters', 0):,}", event.get("world_size"), event.get("device"),
+                event.get("precision"), sizes,
             )  # fmt: skip
             self.progress_id = artifact(
                 create_progress_artifact, progress=0.0, key=f"{self.key}-progress",
@@ -68,22 +84,19 @@ class EpochReporter:
                 update_progress_artifact(self.progress_id, 100.0)
 
     def _epoch(self, event: dict[str, Any]) -> None:
-        cfg = self.start.get("config", {})
-        k, positives = cfg.get("negatives", 0), self.start.get("train_positives", 0)
-        backend = "CuPy" if str(self.start.get("device", "")).startswith("cuda") else "NumPy"
+        rate_key, rate_label = self.model.throughput
+        extra, note = self.model.epoch_note(event, self.start) if self.model.epoch_note else ({}, "")
         row = {
-            "epoch": event["epoch"], "loss": round(event["loss"], 5), "HR@10": round(event["hr@10"], 5),
-            "NDCG@10": round(event["ndcg@10"], 5), "samples/s": round(event["train_samples_per_s"]),
-            "train s": round(event["train_seconds"], 3), "eval s": round(event["eval_seconds"], 3),
-            "negatives drawn": k * positives,
+            "epoch": event["epoch"], "loss": round(event["loss"], 5),
+            **{name.upper(): round(event[name], 5) for name in self.model.metrics},
+            rate_label: round(event[rate_key]), "train s": round(event["train_seconds"], 3),
+            "eval s": round(event["eval_seconds"], 3), **extra,
         }  # fmt: skip
         self.rows.append(row)
-        # The per-epoch negative augmentation: fresh negatives for every positive, drawn on the device.
+        scores = " ".join(f"{name.upper()} {event[name]:.4f}" for name in self.model.metrics)
         self.log.info(
-            "epoch %d: %s fresh negatives (%d per positive) drawn with %s on %s; loss %.4f HR@10 %.4f "
-            "NDCG@10 %.4f, %s samples/s",
-            event["epoch"], f"{k * positives:,}", k, backend, self.start.get("device"), event["loss"],
-            event["hr@10"], event["ndcg@10"], f"{event['train_samples_per_s']:,.0f}",
+            "epoch %d: loss %.4f %s, %s %s%s",
+            event["epoch"], event["loss"], scores, f"{event[rate_key]:,.0f}", rate_label, f"; {note}" if note else "",
         )  # fmt: skip
         if self.progress_id is not None:
             update_progress_artifact(self.progress_id, min(100.0, 100.0 * (event["epoch"] + 1) / self.epochs))
@@ -101,12 +114,14 @@ class EpochReporter:
 def train_model(
     model: str, data_dir: str, out_dir: str, config: dict[str, Any], processes: int, artifact_key: str
 ) -> dict[str, Any]:
-    """Run `models.<model>.train` under torchrun with `processes` processes; return its `done` summary
-    plus `history` (the epoch events), `wall_seconds` (the trainer process), `processes` and `device`."""
+    """Run `model`'s trainer (models.<package>.train) under torchrun with `processes` processes; return
+    its `done` summary plus `history` (the epoch events), `wall_seconds` (the trainer process),
+    `processes` and `device`."""
     log = run_logger()
-    command = torchrun_command(model, Path(data_dir), Path(out_dir), config, processes)
+    what = spec(model)
+    command = torchrun_command(what.package, Path(data_dir), Path(out_dir), config, processes)
     log.info("launching: %s", " ".join(command))
-    reporter = EpochReporter(artifact_key, int(config.get("epochs", 1)))
+    reporter = EpochReporter(artifact_key, int(config.get("epochs", 1)), what)
     run = run_trainer(command, on_event=reporter, on_line=log.info)
     history = [{k: v for k, v in e.items() if k not in ("event", "elapsed_s")} for e in run.epochs]
     if any(e.get("event") == "resume" for e in run.events):  # earlier epochs were reported by an earlier try
