@@ -25,10 +25,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models.common.distributed import setup_distributed, teardown_distributed  # noqa: E402
+from models.common.distributed import (  # noqa: E402
+    setup_distributed,
+    sync,  # noqa: E402
+    teardown_distributed,
+)
 from models.common.precision import resolve_precision  # noqa: E402
 from models.ncf.data import load_ncf_data  # noqa: E402
-from models.ncf.train import TrainConfig, Trainer, sync  # noqa: E402
+from models.ncf.train import TrainConfig, Trainer  # noqa: E402
 
 REFERENCE = {
     "train_samples_per_s": 70.6e6,

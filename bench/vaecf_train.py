@@ -33,10 +33,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repository's packages
 
-from models.common.distributed import Dist, setup_distributed, teardown_distributed  # noqa: E402
+from models.common.distributed import (  # noqa: E402
+    Dist,
+    setup_distributed,
+    sync,  # noqa: E402
+    teardown_distributed,
+)
 from models.common.precision import resolve_precision  # noqa: E402
 from models.vaecf.data import CSRTensors, VAEData  # noqa: E402
-from models.vaecf.train import TrainConfig, Trainer, sync  # noqa: E402
+from models.vaecf.train import TrainConfig, Trainer  # noqa: E402
 
 ML20M = {"users": 136_677, "items": 20_108, "mean_items": 78.0, "heldout": 10_000}
 TINY = {"users": 3_000, "items": 800, "mean_items": 25.0, "heldout": 300}

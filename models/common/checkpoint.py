@@ -6,8 +6,10 @@ re-seeded from the same triple at each epoch, so a resumed run replays exactly w
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,3 +40,39 @@ def load_checkpoint(out: Path, device: torch.device) -> dict[str, Any] | None:
 def epoch_seed(seed: int, epoch: int, rank: int) -> int:
     """The dropout seed of one rank's epoch: fixed by the triple, so a replayed epoch is identical."""
     return (seed * 1_000_003 + epoch * 1_009 + rank) % (2**63 - 1)
+
+
+def trainer_state(trainer, epoch: int, history: list[dict]) -> dict[str, Any]:
+    """What resumes a trainer (anything with model, optimizer, scaler, cfg, d) after `epoch`."""
+    return {
+        "model": trainer.model.state_dict(),  # the unwrapped module: no DDP or compile prefixes
+        "optimizer": trainer.optimizer.state_dict(),
+        "scaler": trainer.scaler.state_dict(),
+        "next_epoch": epoch + 1,
+        "history": history,
+        "config": dataclasses.asdict(trainer.cfg),
+        "world_size": trainer.d.world_size,
+    }
+
+
+def resume(
+    out: Path, trainer, same_config: Callable[[dict, Any], bool] | None = None
+) -> tuple[int, list[dict]]:
+    """(first epoch to run, history so far) from `out`'s checkpoint; (0, []) when there is none.
+
+    A checkpoint of another configuration or world size is refused: it would not replay the same run.
+    """
+    state = load_checkpoint(out, trainer.d.device)
+    if state is None:
+        return 0, []
+    same = (
+        same_config(state["config"], trainer.cfg)
+        if same_config
+        else state["config"] == dataclasses.asdict(trainer.cfg)
+    )
+    if state["world_size"] != trainer.d.world_size or not same:
+        raise SystemExit(f"error: {out} holds a checkpoint of another configuration: use a new --out")
+    trainer.model.load_state_dict(state["model"])
+    trainer.optimizer.load_state_dict(state["optimizer"])
+    trainer.scaler.load_state_dict(state["scaler"])
+    return state["next_epoch"], state["history"]

@@ -65,3 +65,9 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
 def barrier() -> None:
     if dist.is_initialized():
         dist.barrier()
+
+
+def sync(device: torch.device) -> None:
+    """Wait for the device, so that a host clock read after it measures the work."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

@@ -5,13 +5,14 @@ Everything lives on the training device from the start: per step there is no hos
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import torch
+
+from models.common.manifest import read_processed_manifest
 
 
 @dataclass(frozen=True)
@@ -31,14 +32,7 @@ class NCFData:
 
 def load_ncf_data(folder: Path, device: torch.device) -> NCFData:
     folder = Path(folder)
-    manifest_path = folder / "manifest.json"
-    if not manifest_path.is_file():
-        raise SystemExit(
-            f"error: {folder} is not a processed dataset (no manifest.json): run `ncflow data` first"
-        )
-    manifest = json.loads(manifest_path.read_text())
-    if manifest.get("protocol") != "ncf":
-        raise SystemExit(f"error: {folder} holds the {manifest.get('protocol')!r} protocol; NCF needs 'ncf'")
+    manifest = read_processed_manifest(folder, "ncf")
     train = pq.read_table(folder / "train.parquet")
     test = pq.read_table(folder / "test.parquet")
     k = test.schema.field("negatives").type.list_size

@@ -17,7 +17,6 @@ row is gathered once per positive instead of 1+k times, and nothing is gathered 
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import sys
 import time
@@ -30,9 +29,9 @@ from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from models.common.batching import even_batches
-from models.common.checkpoint import epoch_seed, load_checkpoint, save_checkpoint
-from models.common.config_cli import add_config_flags, config_from_args
-from models.common.distributed import Dist, all_reduce_sum, setup_distributed, teardown_distributed
+from models.common.checkpoint import epoch_seed, resume, save_checkpoint, trainer_state
+from models.common.distributed import Dist, all_reduce_sum, sync
+from models.common.entrypoint import run_trainer
 from models.common.events import Events
 from models.common.precision import Precision, resolve_precision
 from models.ncf.bundle import write_bundle
@@ -193,41 +192,14 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.evaluate()
 
-    def state(self, epoch: int, history: list[dict]) -> dict:
-        return {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "next_epoch": epoch + 1,
-            "history": history,
-            "config": dataclasses.asdict(self.cfg),
-            "world_size": self.d.world_size,
-        }
-
-    def load_state(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scaler.load_state_dict(state["scaler"])
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
 
 def train(cfg: TrainConfig, data_dir: Path, out: Path, d: Dist) -> dict:
     events = Events(d.is_main)
     precision = resolve_precision(cfg.precision, d.device)
     data = load_ncf_data(data_dir, d.device)
     trainer = Trainer(cfg, data, d, precision)
-    history: list[dict] = []
-    start_epoch = 0
-    state = load_checkpoint(out, d.device)
-    if state is not None:
-        if state["world_size"] != d.world_size or state["config"] != dataclasses.asdict(cfg):
-            raise SystemExit(f"error: {out} holds a checkpoint of another configuration: use a new --out")
-        trainer.load_state(state)
-        start_epoch, history = state["next_epoch"], state["history"]
+    start_epoch, history = resume(out, trainer)
+    if start_epoch:
         events.emit("resume", epoch=start_epoch)
     events.emit(
         "start", config=dataclasses.asdict(cfg), precision=precision.name, world_size=d.world_size,
@@ -262,7 +234,7 @@ def train(cfg: TrainConfig, data_dir: Path, out: Path, d: Dist) -> dict:
         history.append(record)
         done = hr >= cfg.target_hr
         if d.is_main:
-            save_checkpoint(out, trainer.state(epoch, history))
+            save_checkpoint(out, trainer_state(trainer, epoch, history))
         events.emit("epoch", **record)
         events.say(
             f"epoch {epoch:3d}  loss {loss:.4f}  HR@{cfg.topk} {hr:.4f}  NDCG@{cfg.topk} {ndcg:.4f}  "
@@ -295,22 +267,14 @@ def summarize(history: list[dict], target_hr: float) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m models.ncf.train", description=__doc__.split("\n")[0])
-    parser.add_argument("--data", required=True, type=Path, help="a folder written by `ncflow data`")
-    parser.add_argument("--out", required=True, type=Path, help="checkpoints and the bundle go here")
-    add_config_flags(parser, TrainConfig)
-    args = parser.parse_args(argv)
-    try:
-        cfg = config_from_args(TrainConfig, args)
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    d = setup_distributed(cfg.device)
-    try:
-        train(cfg, args.data, args.out, d)
-    finally:
-        teardown_distributed()
-    return 0
+    return run_trainer(
+        "python -m models.ncf.train",
+        __doc__.split("\n")[0],
+        TrainConfig,
+        train,
+        "a folder written by `ncflow data`",
+        argv,
+    )
 
 
 if __name__ == "__main__":

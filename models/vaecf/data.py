@@ -7,13 +7,14 @@ split needs no device-to-host round trip.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import torch
+
+from models.common.manifest import read_processed_manifest
 
 SPLITS = ("train", "valid_foldin", "valid_target", "test_foldin", "test_target")
 
@@ -72,17 +73,7 @@ def read_csr(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def load_vae_data(folder: Path, device: torch.device | str = "cpu") -> VAEData:
     folder = Path(folder)
-    manifest_path = folder / "manifest.json"
-    if not manifest_path.is_file():
-        raise SystemExit(
-            f"error: {folder} is not a processed dataset (no manifest.json): run `ncflow data` first"
-        )
-    manifest = json.loads(manifest_path.read_text())
-    if manifest.get("protocol") != "vaecf":
-        raise SystemExit(
-            f"error: {folder} holds the {manifest.get('protocol')!r} protocol; VAE-CF needs 'vaecf' "
-            "(run `ncflow data DATASET --protocol vaecf`)"
-        )
+    manifest = read_processed_manifest(folder, "vaecf")
     n_items = int(manifest["counts"]["items"])
     parts = {}
     for name in SPLITS:

@@ -21,7 +21,6 @@ noise are drawn eagerly from a generator re-seeded per (seed, epoch, rank): a re
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import sys
 import time
@@ -33,9 +32,9 @@ import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from models.common.batching import even_batches
-from models.common.checkpoint import epoch_seed, load_checkpoint, save_checkpoint
-from models.common.config_cli import add_config_flags, config_from_args
-from models.common.distributed import Dist, all_reduce_sum, setup_distributed, teardown_distributed
+from models.common.checkpoint import epoch_seed, resume, save_checkpoint, trainer_state
+from models.common.distributed import Dist, all_reduce_sum, sync
+from models.common.entrypoint import run_trainer
 from models.common.events import Events
 from models.common.precision import Precision, resolve_precision
 from models.ncf.sampler import permutation
@@ -195,27 +194,6 @@ class Trainer:
             self.scaler.scale(loss).backward()  # no optimizer step: the weights stay as initialised
             self.optimizer.zero_grad(set_to_none=True)
 
-    def state(self, epoch: int, history: list[dict]) -> dict:
-        return {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "next_epoch": epoch + 1,
-            "history": history,
-            "config": dataclasses.asdict(self.cfg),
-            "world_size": self.d.world_size,
-        }
-
-    def load_state(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scaler.load_state_dict(state["scaler"])
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
 
 def compatible(saved: dict, cfg: TrainConfig) -> bool:
     now = dataclasses.asdict(cfg)
@@ -229,14 +207,8 @@ def train(cfg: TrainConfig, data_dir: Path, out: Path, d: Dist) -> dict:
     precision = resolve_precision(cfg.precision, d.device)
     data = load_vae_data(data_dir, d.device)
     trainer = Trainer(cfg, data, d, precision)
-    history: list[dict] = []
-    start_epoch = 0
-    state = load_checkpoint(out, d.device)
-    if state is not None:
-        if state["world_size"] != d.world_size or not compatible(state["config"], cfg):
-            raise SystemExit(f"error: {out} holds a checkpoint of another configuration: use a new --out")
-        trainer.load_state(state)
-        start_epoch, history = state["next_epoch"], state["history"]
+    start_epoch, history = resume(out, trainer, compatible)
+    if start_epoch:
         events.emit("resume", epoch=start_epoch)
     events.emit(
         "start", config=dataclasses.asdict(cfg), precision=precision.name, world_size=d.world_size,
@@ -266,7 +238,7 @@ def train(cfg: TrainConfig, data_dir: Path, out: Path, d: Dist) -> dict:
         }  # fmt: skip
         history.append(record)
         if d.is_main and ((epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs):
-            save_checkpoint(out, trainer.state(epoch, history))
+            save_checkpoint(out, trainer_state(trainer, epoch, history))
         events.emit("epoch", **record)
         events.say(
             f"epoch {epoch:3d}  loss {loss:.4f}  NDCG@100 {valid['ndcg@100']:.4f}  R@20 {valid['recall@20']:.4f}  "
@@ -303,24 +275,14 @@ def summarize(history: list[dict], test: dict[str, float]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m models.vaecf.train", description=__doc__.split("\n")[0])
-    parser.add_argument(
-        "--data", required=True, type=Path, help="a folder written by `ncflow data --protocol vaecf`"
+    return run_trainer(
+        "python -m models.vaecf.train",
+        __doc__.split("\n")[0],
+        TrainConfig,
+        train,
+        "a folder written by `ncflow data --protocol vaecf`",
+        argv,
     )
-    parser.add_argument("--out", required=True, type=Path, help="checkpoints and the bundle go here")
-    add_config_flags(parser, TrainConfig)
-    args = parser.parse_args(argv)
-    try:
-        cfg = config_from_args(TrainConfig, args)
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    d = setup_distributed(cfg.device)
-    try:
-        train(cfg, args.data, args.out, d)
-    finally:
-        teardown_distributed()
-    return 0
 
 
 if __name__ == "__main__":
