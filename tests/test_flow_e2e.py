@@ -1,7 +1,8 @@
 """End to end, the production path: a real `prefect server`, `prefect deploy` from prefect.yaml, a
 process worker, `prefect deployment run ncf-train/synth-tiny`; then the task runs, artifacts and the
 registered bundle read back through the Prefect client. A second run finds its data tasks Cached;
-bad parameters fail the run within seconds, with the reason in its logs.
+bad parameters fail the run within seconds, with the reason in its logs. The same server and worker
+then run `vae-cf-train/synth-tiny` (a tiny Mult-VAE, 3 epochs): the same tasks, artifacts and registry.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 PREFECT = str(Path(sys.executable).parent / "prefect")
-POOL, DEPLOYMENT = "ncflow-gpu", "ncf-train/synth-tiny"
+POOL, DEPLOYMENT, VAE_DEPLOYMENT = "ncflow-gpu", "ncf-train/synth-tiny", "vae-cf-train/synth-tiny"
 RUN_TIMEOUT_S = 300
 
 
@@ -94,7 +95,7 @@ def server(tmp_path_factory):
             time.sleep(0.5)
         prefect(env, "work-pool", "create", POOL, "--type", "process")
         prefect(env, "work-pool", "set-concurrency-limit", POOL, "1")
-        prefect(env, "--no-prompt", "deploy", "--name", "synth-tiny")
+        prefect(env, "--no-prompt", "deploy", "--name", DEPLOYMENT, "--name", VAE_DEPLOYMENT)
         procs.append(start([PREFECT, "worker", "start", "--pool", POOL], env, tmp / "worker.log"))
         yield env, tmp
     finally:
@@ -128,7 +129,16 @@ async def _wait(flow_run_id: str) -> dict:
         artifacts = await client.read_artifacts(
             artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run.id]))
         )
-        logs = await client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id])))
+        # The run's process ships its logs in batches and may still be flushing them after the state is
+        # final: wait (briefly) for the engine's last line, "Finished in state ...".
+        log_deadline = time.monotonic() + 15
+        while True:
+            logs = await client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id])))
+            if any(e.message.startswith("Finished in state") and e.task_run_id is None for e in logs):
+                break
+            if time.monotonic() > log_deadline:
+                break
+            await asyncio.sleep(0.5)
         result = await run.state.result(raise_on_failure=False) if run.state.is_completed() else None
     return {
         "state": run.state.name,
@@ -142,9 +152,9 @@ async def _wait(flow_run_id: str) -> dict:
     }
 
 
-def run_deployment(env: dict, *params: str) -> dict:
+def run_deployment(env: dict, *params: str, deployment: str = DEPLOYMENT) -> dict:
     args = [p for param in params for p in ("--param", param)]
-    out = prefect(env, "deployment", "run", DEPLOYMENT, *args).stdout
+    out = prefect(env, "deployment", "run", deployment, *args).stdout
     flow_run_id = re.search(r"UUID:\s*([0-9a-f-]{36})", out).group(1)
     # Prefect reads its settings once per process (an earlier test may have imported it): set them here.
     from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
@@ -195,3 +205,37 @@ def test_deployment_runs_caches_registers_and_refuses_bad_parameters(server):
         assert failed["state"] == "Failed" and message in failed["logs"], (bad, failed["logs"][-2000:])
         assert failed["tasks"] == {}, failed["tasks"]  # refused before any task ran
     print(f"e2e total {time.monotonic() - started:.1f} s after server start", file=sys.stderr)
+
+
+def test_vae_cf_deployment_runs_through_the_same_tasks_and_registry(server):
+    env, tmp = server
+    where = [f"data_dir={tmp / 'data'}", f"runs_dir={tmp / 'runs'}", f"registry_dir={tmp / 'registry'}"]
+    started = time.monotonic()
+    run = run_deployment(env, *where, "epochs=3", deployment=VAE_DEPLOYMENT)
+    assert run["state"] == "Completed", run["logs"][-3000:]
+    assert {"fetch-synth-tiny", "preprocess-synth-tiny", "train-vae-cf", "evaluate-vae-cf"} <= set(
+        run["tasks"]
+    )
+    assert run["tasks"]["fetch-synth-tiny"] in (
+        "Cached",
+        "Completed",
+    )  # Cached after the NCF runs: same raw data
+    assert run["tasks"]["preprocess-synth-tiny"] == "Completed"  # another protocol: another output
+    keys = set(run["artifacts"])
+    for suffix in ("progress", "epochs", "model-card", "metrics", "bundle"):
+        assert f"vae-cf-synth-tiny-{suffix}" in keys, keys
+    epochs = run["artifacts"]["vae-cf-synth-tiny-epochs"].data
+    rows = json.loads(epochs) if isinstance(epochs, str) else epochs
+    assert [row["epoch"] for row in rows] == [0, 1, 2] and "NDCG@100" in rows[0] and "users/s" in rows[0]
+    assert "NDCG@100" in run["logs"] and "epoch   2" in run["logs"]  # the trainer's own lines
+    champion = tmp / "registry" / "vae-cf" / "synth-tiny" / "v1"
+    assert (champion / "model.safetensors").is_file() and (champion / "MODEL_CARD.md").is_file()
+    assert json.loads((champion.parent / "champion.json").read_text())["version"] == 1
+    result = run["result"]
+    assert result["bundle"] == str(champion) and result["ndcg@100"] == result["trainer_ndcg@100"]
+    print(f"\nvae-cf run: {run['seconds']:.1f} s in the flow run, {result['seconds']}", file=sys.stderr)
+
+    failed = run_deployment(env, *where, "anneal=bogus", deployment=VAE_DEPLOYMENT)
+    assert failed["state"] == "Failed" and "anneal: Input should be" in failed["logs"], failed["logs"][-2000:]
+    assert failed["tasks"] == {}, failed["tasks"]  # refused before any task ran
+    print(f"vae-cf e2e {time.monotonic() - started:.1f} s", file=sys.stderr)

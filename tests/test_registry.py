@@ -50,6 +50,31 @@ def test_first_is_champion_worse_is_kept_out_better_promoted(tmp_path):
     assert registry.resolve(root, "ncf", "synth-tiny", "latest").name == "v4"
 
 
+def test_champion_rule_on_ndcg100_for_vae_cf(tmp_path):
+    """VAE-CF's champion rule: NDCG@100, whatever the other metrics say."""
+    root = tmp_path / "registry"
+
+    def vae(name, ndcg, recall):
+        metrics = {"ndcg@100": ndcg, "recall@20": recall}
+        return registry.register(
+            root,
+            "vae-cf",
+            "synth-tiny",
+            make_bundle(tmp_path, name, 0.0),
+            metrics=metrics,
+            test_set="t",
+            metric="ndcg@100",
+        )
+
+    assert vae("a", 0.40, 0.50).promoted
+    worse = vae("b", 0.35, 0.90)  # better recall, worse NDCG@100: registered, not promoted
+    assert not worse.promoted and worse.entry.version == 2 and "ndcg@100 0.3500 does not beat" in worse.reason
+    assert registry.champion(root, "vae-cf", "synth-tiny").version == 1
+    assert vae("c", 0.45, 0.10).promoted and registry.champion(root, "vae-cf", "synth-tiny").version == 3
+    assert json.loads((root / "vae-cf" / "synth-tiny" / registry.CHAMPION).read_text())["ndcg@100"] == 0.45
+    assert registry.champion(root, "ncf", "synth-tiny") is None  # per model: nothing shared with NCF
+
+
 def test_other_test_set_needs_a_rescore(tmp_path):
     root = tmp_path / "registry"
     reg(root, make_bundle(tmp_path, "a", 0.9), 0.9, test_set="old")

@@ -1,0 +1,104 @@
+"""The body every training flow shares: validate -> fetch -> preprocess -> train (torchrun) -> evaluate
+-> register, for the model an `ncflow.specs.ModelSpec` describes.
+
+`ncf-train` (flows/ncf_train.py) and `vae-cf-train` (flows/vaecf_train.py) are thin: a flow with its
+own typed parameters (what Prefect shows and validates per deployment) that calls `train_and_register`.
+The caching, retries, artifacts, registration and champion rule are therefore the same code for both.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from prefect import runtime
+
+from ncflow.data.sources import dataset_label
+from ncflow.errors import NcflowError
+from ncflow.specs import ModelSpec
+from tasks._run import artifact_key, run_logger
+from tasks.data import fetch_raw, preprocess_data, processed_missing, raw_missing
+from tasks.evaluate import evaluate_model
+from tasks.register import register_model
+from tasks.train import train_model
+
+
+def check_gpus(gpus: int) -> None:
+    if gpus == 0:
+        return
+    import torch
+
+    present = torch.cuda.device_count()
+    if gpus > present:
+        raise NcflowError(
+            f"gpus={gpus} asked for, but this machine has {present} GPU(s): use gpus <= {present}"
+            + (" or gpus=0 to train on CPUs" if present == 0 else "")
+        )
+
+
+def run_id() -> str:
+    return str(runtime.flow_run.id or uuid.uuid4())
+
+
+def train_and_register(model: ModelSpec, dataset: str, overrides: dict[str, Any]) -> dict[str, Any]:
+    """Run inside a flow: `model` on `dataset` with `overrides` (None: the dataset's YAML default)."""
+    started = time.perf_counter()
+    log = run_logger()
+    try:
+        params = model.params.for_dataset(dataset, **overrides)
+        check_gpus(params.gpus)
+    except NcflowError as err:
+        log.error("refusing to start: %s", err)
+        raise
+    paths = {
+        name: str(Path(getattr(params, name)).resolve()) for name in ("data_dir", "runs_dir", "registry_dir")
+    }
+    label = dataset_label(params.dataset)
+    key = artifact_key(model.name, label)
+    metric = model.metric
+
+    # Cached across runs; refreshed (run again) when the cached path no longer exists on disk.
+    fetch = fetch_raw.with_options(
+        refresh_cache=raw_missing(params.dataset, paths["data_dir"], params.source)
+    )
+    raw = fetch(params.dataset, paths["data_dir"], params.source)
+    split = params.preprocess_config()
+    prepare = preprocess_data.with_options(
+        refresh_cache=processed_missing(label, raw, paths["data_dir"], split)
+    )
+    data = prepare(label, raw, paths["data_dir"], split, device=params.device)
+    out = str(Path(paths["runs_dir"]) / run_id())  # fixed for the run: a retried training task resumes
+    trained = train_model(model.name, data, out, params.train_config(), params.processes, key)
+    scores = evaluate_model(
+        model.name, trained["bundle"], data, params.device, expected=trained, metric=metric
+    )
+    registered = register_model(
+        model.name, label, trained["bundle"], data, scores, trained, params.model_dump(mode="json"),
+        paths["registry_dir"], metric=metric, device=params.device,
+    )  # fmt: skip
+
+    flow_seconds = time.perf_counter() - started
+    overhead = flow_seconds - trained["wall_seconds"]
+    log.info(
+        "flow %.1f s, trainer process %.1f s (train + eval %.1f s): orchestration and data %.1f s (%.1f%%)",
+        flow_seconds, trained["wall_seconds"], trained.get("seconds", 0.0), overhead, 100 * overhead / flow_seconds,
+    )  # fmt: skip
+    return {
+        "model": model.name,
+        "dataset": label,
+        **{name: scores[name] for name in model.metrics},
+        f"trainer_{metric}": trained[model.trainer_key(metric)],
+        "epochs": trained["epochs"],
+        "bundle": registered["path"],
+        "version": registered["version"],
+        "promoted": registered["promoted"],
+        "champion": registered["champion"],
+        "seconds": {
+            "flow": round(flow_seconds, 3),
+            "trainer_process": round(trained["wall_seconds"], 3),
+            "train_and_eval": round(trained.get("seconds", 0.0), 3),
+            "overhead": round(overhead, 3),
+        },
+    }

@@ -1,0 +1,95 @@
+"""What differs between the models the flows train: one `ModelSpec` per model, everything else shared.
+
+The flow body (flows/training.py), the tasks (tasks/*.py), the model card and the CLI read these
+fields instead of naming a model; a model plugs in with a trainer speaking `models.common.events`
+(`python -m models.<package>.train --data DIR --out DIR [flags]`), a
+`models.<package>.evaluate.evaluate_bundle(bundle, data, device=...)`, a parameter class
+(configs/<package>/) and an entry here.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ncflow.errors import NcflowError
+
+
+def _identity(scores: dict[str, Any]) -> dict[str, Any]:
+    return scores
+
+
+def _vaecf_scores(result: dict[str, Any]) -> dict[str, Any]:
+    """models.vaecf.evaluate.evaluate_bundle's nested result, flat: the model's metrics, then the
+    item-popularity baseline's as `popularity_<metric>` (the card shows what the model adds)."""
+    return {
+        **result["mult_vae"],
+        **{f"popularity_{k}": v for k, v in result["popularity"].items()},
+        "users": result["users"],
+    }
+
+
+def _ncf_epoch(event: dict[str, Any], start: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """NCF's per-epoch negative augmentation: fresh negatives for every positive, drawn on the device."""
+    k = start.get("config", {}).get("negatives", 0)
+    drawn = k * start.get("train_positives", 0)
+    backend = "CuPy" if str(start.get("device", "")).startswith("cuda") else "NumPy"
+    note = f"{drawn:,} fresh negatives ({k} per positive) drawn with {backend} on {start.get('device')}"
+    return {"negatives drawn": drawn}, note
+
+
+def _vaecf_epoch(event: dict[str, Any], start: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    return {"KL beta": round(event.get("beta", 0.0), 5)}, f"KL weight {event.get('beta', 0.0):.4f}"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str  # the CLI's, the registry folder's and the artifact keys' name
+    package: str  # models.<package>: its trainer, evaluate_bundle and bundle
+    flow: str  # the Prefect flow's name
+    params_path: str  # "module:Class" of its pydantic parameters (configs.train.TrainParams)
+    flow_path: str  # "module:function" of its flow
+    metric: str  # the champion rule: a newcomer is promoted only if it beats the champion on this
+    trainer_metric: str  # the trainer's `done` key that the independent test-set score must reproduce
+    metrics: tuple[str, ...]  # shown: epoch table, learning curve, model card, flow result
+    throughput: tuple[str, str]  # (epoch event key, label)
+    scores: Callable[[dict[str, Any]], dict[str, Any]] = field(default=_identity)  # evaluate_bundle -> flat
+    epoch_note: Callable[[dict[str, Any], dict[str, Any]], tuple[dict[str, Any], str]] | None = None
+
+    @property
+    def params(self) -> Any:
+        module, name = self.params_path.split(":")
+        return getattr(importlib.import_module(module), name)
+
+    def flow_function(self) -> Any:
+        module, name = self.flow_path.split(":")
+        return getattr(importlib.import_module(module), name)
+
+    def trainer_key(self, metric: str) -> str:
+        return self.trainer_metric if metric == self.metric else metric
+
+
+SPECS: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in (
+        ModelSpec(
+            name="ncf", package="ncf", flow="ncf-train", params_path="configs.ncf:NCFTrainParams",
+            flow_path="flows.ncf_train:ncf_train", metric="hr@10", trainer_metric="hr@10",
+            metrics=("hr@10", "ndcg@10"), throughput=("train_samples_per_s", "samples/s"), epoch_note=_ncf_epoch,
+        ),
+        ModelSpec(
+            name="vae-cf", package="vaecf", flow="vae-cf-train", params_path="configs.vaecf:VAECFTrainParams",
+            flow_path="flows.vaecf_train:vae_cf_train", metric="ndcg@100", trainer_metric="test_ndcg@100",
+            metrics=("ndcg@100", "recall@20", "recall@50"), throughput=("users_per_s", "users/s"),
+            scores=_vaecf_scores, epoch_note=_vaecf_epoch,
+        ),
+    )
+}  # fmt: skip
+
+
+def spec(model: str) -> ModelSpec:
+    if model not in SPECS:
+        raise NcflowError(f"unknown model {model!r}: use one of {', '.join(SPECS)}")
+    return SPECS[model]
