@@ -139,7 +139,7 @@ def test_row_slice_and_take_rows():
 
 def test_loader_refuses_other_protocols(tmp_path):
     (tmp_path / "manifest.json").write_text(json.dumps({"protocol": "ncf", "counts": {}}))
-    with pytest.raises(SystemExit, match="VAE-CF needs 'vaecf'"):
+    with pytest.raises(SystemExit, match="holds the 'ncf' protocol; this trainer needs 'vaecf'"):
         load_vae_data(tmp_path)
     with pytest.raises(SystemExit, match="no manifest.json"):
         load_vae_data(tmp_path / "nowhere")
