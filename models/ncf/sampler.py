@@ -5,7 +5,7 @@ hash (splitmix64's finaliser over uint64, which wraps the same way on both backe
 and its CPU twin in CI draw identical negatives and orders, a resumed epoch redraws exactly what it
 drew before, and there is no generator state to save or to keep in step across ranks.
 The hash lives in ncflow/rng.py (shared with the test-negative draw of preprocessing).
-Imports only numpy/cupy and ncflow.rng: it runs on the GPU machine without extras.
+Imports only numpy/cupy and small ncflow modules: it runs on the GPU machine without extras.
 """
 
 from __future__ import annotations
@@ -13,16 +13,12 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Any
 
+from ncflow import rng
+from ncflow.data.arrays import member
 from ncflow.rng import random_bits as _bits
 from ncflow.rng import stream_key
 
 PERM_STREAM = 0x7065726D  # "perm": the shuffle's stream, apart from the negatives' streams 0, 1, 2, ...
-
-
-def _bounded(xp: ModuleType, bits: Any, high: int) -> Any:
-    """Lemire's multiply-shift on the top 32 bits: [0, high) with bias < high / 2^32, no division."""
-    u = xp.uint64
-    return (((bits >> u(32)) * u(high)) >> u(32)).astype(xp.int32)
 
 
 def uniform_ints(xp: ModuleType, n: int, high: int, *, seed: int, epoch: int, rank: int, stream: int = 0):
@@ -30,7 +26,7 @@ def uniform_ints(xp: ModuleType, n: int, high: int, *, seed: int, epoch: int, ra
     if not 1 <= high <= 1 << 31:
         raise ValueError(f"high must be in [1, 2^31] for int32 output, got {high}")
     key = stream_key(seed, epoch, rank, stream)
-    return _bounded(xp, _bits(xp, xp.arange(n, dtype=xp.uint64), key), high)  # (n,)
+    return rng.uniform_ints(xp, xp.arange(n, dtype=xp.uint64), high, key)  # (n,)
 
 
 def permutation(xp: ModuleType, n: int, *, seed: int, epoch: int, rank: int):
@@ -41,14 +37,6 @@ def permutation(xp: ModuleType, n: int, *, seed: int, epoch: int, rank: int):
     """
     key = stream_key(seed, epoch, rank, PERM_STREAM)
     return xp.argsort(_bits(xp, xp.arange(n, dtype=xp.uint64), key)).astype(xp.int64, copy=False)  # (n,)
-
-
-def _isin_sorted(xp: ModuleType, keys: Any, sorted_keys: Any) -> Any:
-    """keys (N,) -> bool (N,): which keys occur in sorted_keys. Binary search, no (N, M) table."""
-    if sorted_keys.size == 0:
-        return xp.zeros(keys.shape, dtype=bool)
-    pos = xp.minimum(xp.searchsorted(sorted_keys, keys), sorted_keys.size - 1)
-    return sorted_keys[pos] == keys
 
 
 def augment(
@@ -123,13 +111,13 @@ def _redraw_hits(xp, neg_users, neg_items, n_items, verify_keys, seed, epoch, ra
     other samples hit. Vectorised over the hits; one host sync per round (hits shrink ~100x per round).
     """
     nu = neg_users.astype(xp.int64)
-    todo = xp.nonzero(_isin_sorted(xp, nu * n_items + neg_items, verify_keys))[0]  # (H,) int64
+    todo = xp.nonzero(member(xp, verify_keys, nu * n_items + neg_items))[0]  # (H,) int64
     for r in range(1, max_rounds + 1):
         if todo.size == 0:
             return
-        draw = _bounded(xp, _bits(xp, todo, stream_key(seed, epoch, rank, r)), n_items)  # (H,)
+        draw = rng.uniform_ints(xp, todo, n_items, stream_key(seed, epoch, rank, r))  # (H,)
         neg_items[todo] = draw
-        todo = todo[_isin_sorted(xp, nu[todo] * n_items + draw, verify_keys)]
+        todo = todo[member(xp, verify_keys, nu[todo] * n_items + draw)]
     if todo.size == 0:
         return
     left = xp.unique(nu[todo])
