@@ -40,7 +40,7 @@ def ncf_train(
     precision: str | None = None,
     target_hr: float | None = None,
     seed: int | None = None,
-    compile: bool | None = None,
+    cuda_graphs: bool | None = None,
     mf_dim: int | None = None,
     mlp_layers: list[int] | None = None,
     dropout: float | None = None,

@@ -124,10 +124,11 @@ def train_model(
     reporter = EpochReporter(artifact_key, int(config.get("epochs", 1)), what)
     run = run_trainer(command, on_event=reporter, on_line=log.info)
     history = [{k: v for k, v in e.items() if k not in ("event", "elapsed_s")} for e in run.epochs]
-    if any(e.get("event") == "resume" for e in run.events):  # earlier epochs were reported by an earlier try
+    resumed = next((e["epoch"] for e in run.events if e.get("event") == "resume"), 0)
+    if resumed:  # the epochs before it were reported by an earlier try: they are in the checkpoint
         from models.common.checkpoint import load_checkpoint
 
-        history = load_checkpoint(Path(out_dir), torch_device("cpu"))["history"]
+        history = load_checkpoint(Path(out_dir), torch_device("cpu"))["history"][:resumed] + history
     return {
         **{k: v for k, v in run.done.items() if k != "event"},
         "history": history,

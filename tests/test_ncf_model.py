@@ -63,14 +63,20 @@ def test_forward_backward_tiny(dtype):
     assert torch.all(model.user_embed.weight.grad[untouched] == 0)
 
 
-def test_dropout_only_in_training():
+def test_dropout_only_in_training_and_its_mask_follows_the_noise_key():
     torch.manual_seed(0)
     model = NeuMF(NeuMFConfig(5, 6, mf_dim=4, mlp_layers=(8, 4), dropout=0.5))
     user, item = torch.arange(5), torch.arange(5)
     model.eval()
-    assert torch.equal(model(user, item), model(user, item))
+    plain = model(user, item)
+    model.noise.fill_(1)
+    assert torch.equal(model(user, item), plain)
     model.train()
-    assert not torch.equal(model(user, item), model(user, item))
+    first = model(user, item)
+    assert not torch.equal(first, plain)
+    assert torch.equal(model(user, item), first)  # the same key: the same units dropped (replayable)
+    model.noise.fill_(2)
+    assert not torch.equal(model(user, item), first)
 
 
 def test_score_candidates_matches_forward():

@@ -83,7 +83,8 @@ def test_resume_after_kill_equals_uninterrupted_run(data_dir: Path, tmp_path: Pa
     flags = ("--epochs", "5", "--target-hr", "1.0")
     whole = run(trainer_command(data_dir, tmp_path / "whole", 2, *flags))
 
-    # Kill the whole process tree once epoch 1 is reported (its checkpoint is on disk by then).
+    # Kill the whole process tree once a checkpoint after epoch 1 is on disk. Checkpoints are written in
+    # the background while the next epoch trains; each complete one is reported by a "checkpoint" event.
     out = tmp_path / "killed"
     proc = subprocess.Popen(
         trainer_command(data_dir, out, 2, *flags), cwd=REPO, stdout=subprocess.PIPE,
@@ -91,7 +92,8 @@ def test_resume_after_kill_equals_uninterrupted_run(data_dir: Path, tmp_path: Pa
     )  # fmt: skip
     try:
         for line in proc.stdout:
-            if line.startswith("{") and json.loads(line).get("epoch") == 1:
+            event = json.loads(line) if line.startswith("{") else {}
+            if event.get("event") == "checkpoint" and event["epoch"] >= 1:
                 break
         os.killpg(proc.pid, signal.SIGKILL)
     finally:

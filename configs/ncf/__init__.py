@@ -21,7 +21,7 @@ NCF_CONFIG_DIR = Path(__file__).resolve().parent
 # Fields handed to the trainer as flags (models.ncf.train.TrainConfig has the same names).
 TRAIN_FIELDS = (
     "epochs", "batch_size", "lr", "beta1", "beta2", "eps", "negatives", "verified_negatives", "precision",
-    "target_hr", "seed", "compile", "mf_dim", "mlp_layers", "dropout",
+    "target_hr", "seed", "cuda_graphs", "mf_dim", "mlp_layers", "dropout",
 )  # fmt: skip
 
 
@@ -44,7 +44,7 @@ class NCFTrainParams(TrainParams):
     precision: Literal["auto", "fp32", "tf32", "bf16", "fp16"] = "auto"  # auto: bf16 on GPUs, fp32 on CPUs
     target_hr: float = Field(default=0.9562, gt=0, le=1)  # MLPerf's ML-20M HR@10; 1.0 never stops early
     seed: int = Field(default=0, ge=0)
-    compile: bool = True  # torch.compile on GPUs; ignored on CPUs
+    cuda_graphs: bool = True  # replay each step as one CUDA graph on GPUs; ignored on CPUs and with fp16
     mf_dim: int = Field(default=64, ge=1)
     mlp_layers: tuple[int, ...] = Field(default=(256, 256, 128, 64), min_length=1)
     dropout: float = Field(default=0.5, ge=0, lt=1)

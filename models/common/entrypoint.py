@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -30,3 +31,11 @@ def run_trainer(
     finally:
         teardown_distributed()
     return 0
+
+
+def exit_now(code: int) -> None:
+    """End a trainer process that has written everything: skip the interpreter's teardown of CUDA,
+    Triton and thousands of modules (about a second of every run on the GPU machine)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import time
 from typing import Any
@@ -24,6 +25,16 @@ class Events:
     def say(self, message: str) -> None:
         if self.enabled:
             print(message, file=sys.stderr, flush=True)
+
+
+def process_age() -> float | None:
+    """Seconds since this process started (Linux), so start-up costs before main() are counted too."""
+    try:
+        ticks = int(open("/proc/self/stat").read().rsplit(")", 1)[1].split()[19])
+        uptime = float(open("/proc/uptime").read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return round(uptime - ticks / os.sysconf("SC_CLK_TCK"), 3)
 
 
 def clean(value: Any) -> Any:

@@ -36,20 +36,30 @@ def chunk_sums(model: NeuMF, precision: Precision, k: int) -> SumsFn:
 
 
 @torch.no_grad()
+def candidate_sums(sums_fn: SumsFn, candidates: torch.Tensor, chunk: int = 32768) -> torch.Tensor:
+    """[sum of hits, sum of NDCG] over the users of `candidates` (row u = user u of the model)."""
+    n_users, device = candidates.shape[0], candidates.device
+    sums = torch.zeros(2, device=device)
+    if n_users == 0:
+        return sums
+    chunk = min(chunk, n_users)
+    for start in range(0, n_users, chunk):
+        # Fixed-size chunks (the last one padded and masked) keep one shape for every kernel.
+        rows = torch.arange(start, start + chunk, device=device)
+        index = rows.clamp(max=n_users - 1)
+        sums += sums_fn(index.int(), candidates[index], (rows < n_users).float())
+    return sums
+
+
+@torch.no_grad()
 def evaluate(
     sums_fn: SumsFn, candidates: torch.Tensor, *, rank: int = 0, world_size: int = 1, chunk: int = 32768
 ) -> tuple[float, float]:
     """Mean HR@k, NDCG@k; each rank scores a contiguous share of users, the sums are all-reduced."""
-    n_users, device = candidates.shape[0], candidates.device
+    n_users = candidates.shape[0]
     lo, hi = n_users * rank // world_size, n_users * (rank + 1) // world_size
-    chunk = min(chunk, max(1, hi - lo))
-    sums = torch.zeros(2, device=device)
-    for start in range(lo, hi, chunk):
-        # Fixed-size chunks (the last one padded and masked) keep one compiled shape.
-        rows = torch.arange(start, start + chunk, device=device)
-        index = rows.clamp(max=n_users - 1)
-        sums += sums_fn(index.int(), candidates[index], (rows < hi).float())
-    all_reduce_sum(sums)
+    offset = lambda users, cands, valid: sums_fn(users + lo, cands, valid)  # noqa: E731
+    sums = all_reduce_sum(candidate_sums(offset, candidates[lo:hi], chunk))
     hr, ndcg = (sums / n_users).tolist()
     return hr, ndcg
 

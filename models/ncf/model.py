@@ -14,8 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from models.common.dropout import ByteDropout
-from models.common.gather import gather_rows
+from models.ncf.kernels import add_relu_dropout, gather_split, linear_relu_dropout, relu_dropout
 
 
 @dataclass(frozen=True)
@@ -51,11 +50,9 @@ def lecun_uniform_(weight: Tensor) -> Tensor:
 
 
 class NeuMF(nn.Module):
-    def __init__(self, config: NeuMFConfig, sorted_embedding_grad: bool = False, byte_dropout: bool = False):
+    def __init__(self, config: NeuMFConfig):
         super().__init__()
         self.config = config
-        # An execution choice, not part of the model: see models/common/gather.py.
-        self.sorted_embedding_grad = sorted_embedding_grad
         c = config
         # The paper's 4 tables (MF-user, MLP-user, MF-item, MLP-item) fused into 2: row u of user_embed
         # is [MF-user u | MLP-user u]. Same parameters, same init, same model; but one gather per side
@@ -65,7 +62,10 @@ class NeuMF(nn.Module):
         self.mlp = nn.ModuleList(
             nn.Linear(a, b) for a, b in zip(c.mlp_layers[:-1], c.mlp_layers[1:], strict=False)
         )
-        self.dropout = ByteDropout(c.dropout) if byte_dropout else nn.Dropout(c.dropout)
+        # Dropout's mask is a hash of (noise, layer, element) (models/ncf/kernels.py): the trainer sets
+        # `noise` before each step, so a replayed step drops the same units, and a CUDA graph replay
+        # reads the new value in place. Not saved with the weights.
+        self.register_buffer("noise", torch.zeros((), dtype=torch.int64), persistent=False)
         self.final = nn.Linear(c.mf_dim + (c.mlp_layers[-1] if c.mlp_layers else 0), 1)
         self.reset_parameters()
 
@@ -78,20 +78,32 @@ class NeuMF(nn.Module):
         lecun_uniform_(self.final.weight)
         nn.init.zeros_(self.final.bias)
 
-    def embed(self, table: nn.Embedding, index: Tensor) -> Tensor:
-        return gather_rows(table.weight, index) if self.sorted_embedding_grad else table(index)
+    def embed(self, table: nn.Embedding, index: Tensor) -> tuple[Tensor, Tensor]:
+        """(GMF part, MLP part) of the rows, in the compute dtype (bf16 under autocast); gradients
+        reach the fp32 table."""
+        where = index.device.type
+        dtype = torch.get_autocast_dtype(where) if torch.is_autocast_enabled(where) else None
+        return gather_split(table.weight, index, self.config.mf_dim, dtype)
+
+    def act(self, h: Tensor, layer: int, extra: Tensor | None = None) -> Tensor:
+        """dropout(relu(h [+ extra])) with this step's mask; relu alone in eval mode."""
+        p = self.config.dropout
+        if extra is None:
+            return relu_dropout(h, self.noise, layer, p, self.training)
+        return add_relu_dropout(h, extra, self.noise, layer, p, self.training)
 
     def get_num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
     def _head(self, gmf: Tensor, h: Tensor | None) -> Tensor:
-        """The MLP after its first Linear, then the final layer: (..., mf), (..., mlp[1]) -> (...)."""
+        """The MLP after its first activation, then the final layer: (..., mf), (..., mlp[1]) -> (...)."""
+        mf = self.config.mf_dim
+        w = self.final.weight  # (1, mf + mlp[-1]): two products instead of a concatenated copy
         if h is None:  # GMF alone: the NCF paper's generalised matrix factorisation
-            return self.final(gmf).squeeze(-1)
-        h = self.dropout(F.relu(h))
-        for layer in self.mlp[1:]:
-            h = self.dropout(F.relu(layer(h)))
-        return self.final(torch.cat([gmf, h], dim=-1)).squeeze(-1)
+            return F.linear(gmf, w, self.final.bias).squeeze(-1)
+        for index, layer in enumerate(self.mlp[1:], start=1):
+            h = linear_relu_dropout(h, layer, self.noise, index, self.config.dropout, self.training)
+        return (F.linear(gmf, w[:, :mf]) + F.linear(h, w[:, mf:], self.final.bias)).squeeze(-1)
 
     def forward(self, user: Tensor, item: Tensor) -> Tensor:
         """Logits (B,) for pairs user (B,), item (B,); or (B, C) for user (B,) against items (B, C).
@@ -101,14 +113,13 @@ class NeuMF(nn.Module):
         """
         if item.ndim == 2:
             return self.score_candidates(user, item)
-        mf = self.config.mf_dim
-        u = self.embed(self.user_embed, user)  # (B, mf + mlp0/2)
-        i = self.embed(self.item_embed, item)  # (B, mf + mlp0/2)
-        gmf = u[:, :mf] * i[:, :mf]  # (B, mf)
+        u_mf, u_mlp = self.embed(self.user_embed, user)  # (B, mf), (B, mlp0/2)
+        i_mf, i_mlp = self.embed(self.item_embed, item)
+        gmf = u_mf * i_mf  # (B, mf)
         if not self.mlp:
             return self._head(gmf, None)
-        h = self.mlp[0](torch.cat([u[:, mf:], i[:, mf:]], dim=1))  # (B, mlp1)
-        return self._head(gmf, h)
+        h = linear_relu_dropout(torch.cat([u_mlp, i_mlp], dim=1), self.mlp[0], self.noise, 0, self.config.dropout, self.training)
+        return self._head(gmf, h)  # (B,)
 
     def score_candidates(self, users: Tensor, candidates: Tensor) -> Tensor:
         """Logits (U, C) for users (U,) against their candidate items (U, C), for evaluation.
@@ -116,14 +127,13 @@ class NeuMF(nn.Module):
         Equal to forward on the repeated users, without repeating them: each user row is gathered once
         and its share of the first MLP layer (W[:, :mlp0/2] @ u) is computed once per user, not C times.
         """
-        mf = self.config.mf_dim
-        u = self.embed(self.user_embed, users)  # (U, D)
-        i = self.embed(self.item_embed, candidates)  # (U, C, D)
-        gmf = u[:, None, :mf] * i[..., :mf]  # (U, C, mf)
+        u_mf, u_mlp = self.embed(self.user_embed, users)  # (U, mf), (U, mlp0/2)
+        i_mf, i_mlp = self.embed(self.item_embed, candidates)  # (U, C, mf), (U, C, mlp0/2)
+        gmf = u_mf[:, None, :] * i_mf  # (U, C, mf)
         if not self.mlp:
             return self._head(gmf, None)
         first = self.mlp[0]
         half = first.in_features // 2
-        hu = F.linear(u[:, mf:], first.weight[:, :half])  # (U, mlp1)
-        hi = F.linear(i[..., mf:], first.weight[:, half:], first.bias)  # (U, C, mlp1)
-        return self._head(gmf, hu[:, None, :] + hi)
+        hu = F.linear(u_mlp, first.weight[:, :half], first.bias)  # (U, mlp1): the bias once per user
+        hi = F.linear(i_mlp, first.weight[:, half:])  # (U, C, mlp1)
+        return self._head(gmf, self.act(hi, 0, extra=hu))  # relu(hi + hu[:, None]), one fused pass

@@ -1,44 +1,55 @@
 """Train NeuMF on a processed NCF dataset; evaluate every epoch; checkpoint; write a model bundle.
 
     python -m models.ncf.train --data DIR --out DIR                           # one process, GPU if any
-    torchrun --nproc-per-node 2 -m models.ncf.train --data DIR --out DIR      # DDP: NCCL on GPUs, gloo on CPUs
+    torchrun --nproc-per-node 2 -m models.ncf.train --data DIR --out DIR      # NCCL on GPUs, gloo on CPUs
     torchrun --nproc-per-node 2 -m models.ncf.train --data DIR --out DIR --device cpu --batch-size 8192
 
-Imports torch, numpy, pyarrow (and CuPy on GPUs) only: it runs where Prefect is not installed.
+Imports torch, numpy, pyarrow (and CuPy and Triton on GPUs) only: it runs where Prefect is not installed.
 Started again with the same --out, it resumes after the last complete epoch and ends with the same
 weights as a run that was never interrupted. stdout: one JSON object per event; stderr: progress.
 
-How an epoch works, and why it is fast: all data lives on the device. Each epoch the positives are
-shuffled (one global order, the same on every rank), each rank takes every world_size-th of them,
-and the sampler draws `negatives` items for each (CuPy on GPUs, NumPy on CPUs, handed over through
-DLPack). A step takes a contiguous slice of positives and their negatives as rows (B, 1+k): the user
-row is gathered once per positive instead of 1+k times, and nothing is gathered or copied per step.
+How a step is fast:
+- All data lives on the device. Each epoch the sampler draws `negatives` items per positive (CuPy on
+  GPUs, NumPy on CPUs, handed over through DLPack); a step's rows are (B, 1+k) items with their user,
+  so each user row is gathered once per positive, not 1+k times.
+- No compiler: three Triton kernels (models/ncf/kernels.py) compile in seconds and are cached on disk,
+  and the forward and backward of a step are captured once as a CUDA graph and replayed, so a step
+  costs the host a handful of launches.
+- Users are sharded, not replicated: rank r owns a contiguous range of users holding 1/world_size of
+  the positives, trains only on their positives and keeps only their rows of the user table and its
+  Adam state. The user-table gradient (85% of the parameters) therefore never crosses the wire: only
+  the item table and the MLP (~21 MB) are all-reduced. Each global step sees 1/world_size of its
+  positives from each shard (a stratified sample of the same size), and the result is the gradient of
+  the same global mean loss.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
-from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
-from torch.nn.parallel import DistributedDataParallel as DDP
 
+from models.common.adam import FusedAdam
 from models.common.batching import even_batches
-from models.common.checkpoint import epoch_seed, resume, save_checkpoint, trainer_state
+from models.common.checkpoint import load_checkpoint, save_checkpoint
 from models.common.distributed import Dist, all_reduce_sum, sync
-from models.common.entrypoint import run_trainer
-from models.common.events import Events
+from models.common.entrypoint import exit_now, run_trainer
+from models.common.events import Events, process_age
+from models.common.kernel_cache import use_kernel_cache
 from models.common.precision import Precision, resolve_precision
 from models.ncf.bundle import write_bundle
 from models.ncf.data import NCFData, load_ncf_data
-from models.ncf.evaluate import chunk_sums, evaluate
+from models.ncf.evaluate import candidate_sums, chunk_sums
 from models.ncf.model import NeuMF, NeuMFConfig
 from models.ncf.sampler import draw_negatives, permutation
+from ncflow.rng import stream_key
 
 
 @dataclass(frozen=True)
@@ -56,10 +67,7 @@ class TrainConfig:
     topk: int = 10
     seed: int = 0
     device: str = "auto"  # auto | cuda | cpu
-    compile: bool = True  # torch.compile on GPUs (ignored on CPUs, where it costs more than it saves)
-    sorted_embedding_grad: bool = False  # sorted segment-sum embedding backward instead of atomics
-    byte_dropout: bool = False  # dropout noise as eager random bytes (p quantised to 1/256)
-    grad_compression: str = "none"  # none | bf16: all-reduce gradients in bf16 (NCCL only): half the bytes
+    cuda_graphs: bool = True  # replay each step's forward+backward as one CUDA graph (GPUs; not fp16)
     eval_users_per_chunk: int = 32768  # evaluation chunk: (users, 1+K) candidates at a time
     mf_dim: int = 64
     mlp_layers: tuple[int, ...] = (256, 256, 128, 64)
@@ -74,7 +82,6 @@ class TrainConfig:
             "precision must be auto, fp32, tf32, bf16 or fp16": self.precision
             in ("auto", "fp32", "tf32", "bf16", "fp16"),
             "device must be auto, cuda or cpu": self.device in ("auto", "cuda", "cpu"),
-            "grad-compression must be none or bf16": self.grad_compression in ("none", "bf16"),
             "target-hr must be in (0, 1]": 0 < self.target_hr <= 1,
             "eval-users-per-chunk must be >= 1": self.eval_users_per_chunk >= 1,
         }
@@ -96,108 +103,273 @@ def array_module(device: torch.device):
     return cupy
 
 
+def user_shards(train_user: torch.Tensor, n_users: int, world_size: int) -> list[tuple[int, int, int, int]]:
+    """(first user, end user, first positive, end positive) of each rank: contiguous user ranges that
+    split the positives (sorted by user) as evenly as whole users allow."""
+    p = len(train_user)
+    cuts = [0] + [int(train_user[p * r // world_size]) for r in range(1, world_size)] + [n_users]
+    cuts = [max(cuts[: i + 1]) for i in range(len(cuts))]  # monotone even for tiny data
+    starts = torch.searchsorted(train_user, torch.tensor(cuts, dtype=train_user.dtype, device=train_user.device))
+    starts = starts.tolist()
+    return [(cuts[r], cuts[r + 1], starts[r], starts[r + 1]) for r in range(world_size)]
+
+
 class Trainer:
-    """The model, its optimizer and the compiled step and evaluation, for one rank."""
+    """One rank's shard of the model, its optimizer, and the captured step."""
 
     def __init__(self, cfg: TrainConfig, data: NCFData, d: Dist, precision: Precision):
         self.cfg, self.data, self.d, self.precision = cfg, data, d, precision
         self.xp = array_module(d.device)
-        torch.manual_seed(cfg.seed)  # the same initial weights on every rank
+        self.shards = user_shards(data.train_user, data.n_users, d.world_size)
+        self.user_lo, self.user_hi, pos_lo, pos_hi = self.shards[d.rank]
         self.model_config = NeuMFConfig(data.n_users, data.n_items, cfg.mf_dim, cfg.mlp_layers, cfg.dropout)
-        self.model = NeuMF(self.model_config, cfg.sorted_embedding_grad, cfg.byte_dropout).to(d.device)
-        fused = d.device.type == "cuda"
-        self.optimizer = torch.optim.Adam(
-            self.model.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, fused=fused
-        )
+        # The same initial weights on every rank and for every world size: the whole model is drawn
+        # from the seed, then a rank keeps its users' rows. (Not on the meta device: initialising
+        # there imports torch._dynamo, seconds of start-up.)
+        torch.manual_seed(cfg.seed)
+        with torch.device(d.device):
+            self.model = NeuMF(self.model_config)
+        if d.enabled:
+            rows = self.model.user_embed.weight.detach()[self.user_lo : max(self.user_hi, self.user_lo + 1)]
+            self.model.user_embed = torch.nn.Embedding.from_pretrained(rows.clone(), freeze=False)
+        self.user_table = self.model.user_embed.weight
+        self.replicated = [q for q in self.model.parameters() if q is not self.user_table]
+        self.optimizer = FusedAdam(self.model.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
         self.scaler = torch.amp.GradScaler("cuda", enabled=precision.loss_scaling)
-        net = (
-            DDP(self.model, broadcast_buffers=False, gradient_as_bucket_view=True)
-            if d.enabled
-            else self.model
-        )
-        if cfg.grad_compression == "bf16" and d.enabled:
-            if d.device.type != "cuda":
-                raise SystemExit(
-                    "error: --grad-compression bf16 needs NCCL (GPUs); gloo has no bf16 all-reduce"
-                )
-            # The dense embedding gradients (~127 MB fp32 on ml-20m) are the all-reduce's bulk.
-            net.register_comm_hook(None, default_hooks.bf16_compress_hook)
-        self.compiled = cfg.compile and d.device.type == "cuda"
-        self.forward_loss = torch.compile(self._forward_loss) if self.compiled else self._forward_loss
-        sums = chunk_sums(self.model, precision, cfg.topk)
-        self.eval_sums = torch.compile(sums) if self.compiled else sums
-        self.net = net
-        # Each rank trains the same number of positives per epoch, so ranks take equal step counts;
-        # the few left over (< steps per rank) come first in a later epoch's shuffle, as likely as any.
-        self.local_positives = len(data.train_user) // d.world_size
+        # This rank's positives (user ids local to the shard). Equal step counts on every rank: the
+        # smallest shard sets them; larger shards leave their few extra positives to later epochs.
+        self.local_user = (data.train_user[pos_lo:pos_hi] - self.user_lo).contiguous()
+        self.local_item = data.train_item[pos_lo:pos_hi].contiguous()
+        smallest = min(hi - lo for _, _, lo, hi in self.shards)
         per_rank = max(1, cfg.batch_size // d.world_size // (1 + cfg.negatives))
-        self.batch_positives, self.steps = even_batches(self.local_positives, per_rank)
-        labels = torch.zeros(self.batch_positives, 1 + cfg.negatives, device=d.device)
-        labels[:, 0] = 1.0
-        self.labels = labels  # (B, 1+k): column 0 the positive
+        self.batch_positives, self.steps = even_batches(smallest, per_rank)
+        b, c = self.batch_positives, 1 + cfg.negatives
+        self.labels = torch.zeros(b, c, device=d.device)
+        self.labels[:, 0] = 1.0  # column 0 the positive
+        self.users_in = torch.zeros(b, dtype=torch.int32, device=d.device)  # the step's inputs: the
+        self.items_in = torch.zeros(b, c, dtype=torch.int32, device=d.device)  # graph reads these
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.use_graph = cfg.cuda_graphs and d.device.type == "cuda" and not precision.loss_scaling
+        self.eval_sums = chunk_sums(self.model, precision, cfg.topk)
+        self._saving: threading.Thread | None = None
 
-    def _forward_loss(self, users: torch.Tensor, items: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    # ------------------------------------------------------------------------------------- the step
+    def forward_backward(self) -> torch.Tensor:
+        """Loss of the step held in users_in/items_in, and its gradients in .grad (not accumulated).
+
+        The loss is this rank's mean over world_size: summed over ranks, the gradients are those of
+        the global mean, for the replicated parameters after the all-reduce and for user rows as is.
+        """
         with self.precision.autocast(self.d.device):
-            logits = self.net(users, items)  # (B, 1+k)
-        return F.binary_cross_entropy_with_logits(logits.float(), labels)
+            logits = self.model(self.users_in, self.items_in)  # (B, 1+k)
+        loss = F.binary_cross_entropy_with_logits(logits.float(), self.labels) / self.d.world_size
+        self.scaler.scale(loss).backward()
+        return loss.detach()
 
-    def epoch_samples(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """This rank's positives (P,), (P,) and negatives (k, P) for `epoch`, drawn on the device."""
+    def capture(self) -> None:
+        """Record forward+backward once as a CUDA graph (after warm-up launches on a side stream)."""
+        self.model.train()
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(2):
+                self.optimizer.zero_grad(set_to_none=True)
+                self.forward_backward()
+        torch.cuda.current_stream().wait_stream(side)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.graph_loss = self.forward_backward()  # gradients land in static .grad tensors
+
+    def step(self, key: int) -> torch.Tensor:
+        self.model.noise.fill_(key & 0xFFFFFFFF)
+        if self.graph is not None:
+            self.graph.replay()
+            loss = self.graph_loss.clone()
+        else:
+            self.optimizer.zero_grad(set_to_none=True)
+            loss = self.forward_backward()
+        self.all_reduce_gradients()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return loss
+
+    def all_reduce_gradients(self) -> None:
+        """Sum the replicated parameters' gradients over ranks: one flat ~21 MB all-reduce."""
+        if not self.d.enabled:
+            return
+        grads = [q.grad for q in self.replicated]
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat)
+        torch._foreach_copy_(grads, [v.view_as(g) for v, g in zip(flat.split([g.numel() for g in grads]), grads)])
+
+    # ------------------------------------------------------------------------------------ the epoch
+    def epoch_samples(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """This rank's users (S*B,) (local ids) and their items (S*B, 1+k): positive, then negatives."""
         xp, cfg, d = self.xp, self.cfg, self.d
-        n = self.local_positives * d.world_size
-        order = permutation(xp, len(self.data.train_user), seed=cfg.seed, epoch=epoch, rank=0)
-        mine = order[d.rank : n : d.world_size]  # (P,) global shuffle, strided shard by global rank
-        users = xp.from_dlpack(self.data.train_user)[mine]
-        items = xp.from_dlpack(self.data.train_item)[mine]
+        n = self.steps * self.batch_positives
+        order = permutation(xp, len(self.local_user), seed=cfg.seed, epoch=epoch, rank=d.rank)[:n]
+        users = xp.from_dlpack(self.local_user)[order]  # (n,)
+        items = xp.from_dlpack(self.local_item)[order]
         verify = xp.from_dlpack(self.data.train_keys) if cfg.verified_negatives else None
         negatives = draw_negatives(
-            xp, users, self.data.n_items, negatives=cfg.negatives, seed=cfg.seed, epoch=epoch, rank=d.rank,
-            verify_keys=verify,
-        )  # fmt: skip
-        return torch.from_dlpack(users), torch.from_dlpack(items), torch.from_dlpack(negatives)
+            xp, users + self.user_lo, self.data.n_items, negatives=cfg.negatives, seed=cfg.seed, epoch=epoch,
+            rank=d.rank, verify_keys=verify,
+        )  # (k, n)  # fmt: skip
+        rows = xp.concatenate([items[None, :], negatives.astype(items.dtype)]).T  # (n, 1+k)
+        return torch.from_dlpack(users), torch.from_dlpack(xp.ascontiguousarray(rows))
 
     def train_epoch(self, epoch: int) -> float:
-        torch.manual_seed(epoch_seed(self.cfg.seed, epoch, self.d.rank))  # dropout: replayable on resume
-        users, items, negatives = self.epoch_samples(epoch)
+        users, items = self.epoch_samples(epoch)
         self.model.train()
         b = self.batch_positives
         loss_sum = torch.zeros((), device=self.d.device)
         for step in range(self.steps):
-            rows = slice(step * b, (step + 1) * b)
-            batch_items = torch.cat([items[rows, None], negatives[:, rows].t()], dim=1)  # (B, 1+k)
-            loss = self.forward_loss(users[rows], batch_items, self.labels)
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            loss_sum += loss.detach()
-        return float(all_reduce_sum(loss_sum / self.steps)) / self.d.world_size
+            self.users_in.copy_(users[step * b : (step + 1) * b])
+            self.items_in.copy_(items[step * b : (step + 1) * b])
+            # Dropout's mask: a pure function of (seed, epoch, step, rank), so a resumed epoch replays it.
+            loss_sum += self.step(stream_key(self.cfg.seed, epoch, step, self.d.rank))
+        return float(all_reduce_sum(loss_sum / self.steps))
 
     def evaluate(self) -> tuple[float, float]:
+        """HR@k and NDCG@k over all users: each rank scores the users it owns."""
         self.model.eval()
-        return evaluate(
-            self.eval_sums, self.data.candidates, rank=self.d.rank, world_size=self.d.world_size,
-            chunk=self.cfg.eval_users_per_chunk,
-        )  # fmt: skip
+        candidates = self.data.candidates[self.user_lo : self.user_hi]
+        sums = all_reduce_sum(candidate_sums(self.eval_sums, candidates, self.cfg.eval_users_per_chunk))
+        hr, ndcg = (sums / self.data.n_users).tolist()
+        return hr, ndcg
 
     def warm_up(self) -> None:
-        """Compile the step and the evaluation before the clock starts; weights stay untouched."""
-        if not self.compiled:
-            return
+        """Compile the kernels and capture the step before the clock starts; weights stay untouched."""
         b = self.batch_positives
-        users, items = self.data.train_user[:b], self.data.train_item[:b]
-        batch_items = items[:, None].expand(b, 1 + self.cfg.negatives).contiguous()
-        self.model.train()
-        self.scaler.scale(self.forward_loss(users, batch_items, self.labels)).backward()
-        self.optimizer.zero_grad(set_to_none=True)
+        self.users_in.copy_(self.local_user[:b].expand(b) if len(self.local_user) >= b else self.users_in)
+        self.items_in.copy_(self.local_item[:b, None].expand(b, self.items_in.shape[1]))
+        if self.use_graph:
+            self.capture()
+        elif self.d.device.type == "cuda":
+            self.forward_backward()
+        self.optimizer.zero_grad(set_to_none=self.graph is None)
         self.evaluate()
+
+    # ------------------------------------------------------------------------------ state, gathered
+    def full_rows(self, local: torch.Tensor) -> torch.Tensor:
+        """The whole user table (or a same-shaped Adam state) from every rank's rows, on every rank."""
+        if not self.d.enabled:
+            return local
+        sizes = [max(1, hi - lo) for lo, hi, _, _ in self.shards]
+        padded = local.new_zeros(max(sizes), *local.shape[1:])
+        padded[: len(local)] = local
+        parts = [torch.empty_like(padded) for _ in sizes]
+        dist.all_gather(parts, padded)
+        full = torch.cat([part[:size] for part, size in zip(parts, sizes)])
+        return full[: self.data.n_users]
+
+    def full_model(self) -> NeuMF:
+        """The unsharded model (rank 0 writes it); a view of the local one on a single rank."""
+        if not self.d.enabled:
+            return self.model
+        state = self.model.state_dict()
+        state["user_embed.weight"] = self.full_rows(self.user_table.detach())
+        with torch.device(self.d.device):
+            full = NeuMF(self.model_config)
+        full.load_state_dict(state)
+        return full
+
+    def state(self, epoch: int, history: list[dict]) -> dict:
+        """Everything that resumes this run, with the user rows of every rank (collective)."""
+        index = self.optimizer.params.index(self.user_table)
+        optimizer = self.optimizer.state_dict()  # fresh lists: editing them leaves the live state alone
+        for name in ("exp_avg", "exp_avg_sq"):
+            optimizer[name][index] = self.full_rows(optimizer[name][index])
+        model = self.model.state_dict()
+        model["user_embed.weight"] = self.full_rows(self.user_table.detach())
+        return {
+            "model": model, "optimizer": optimizer, "scaler": self.scaler.state_dict(), "next_epoch": epoch + 1,
+            "history": history, "config": dataclasses.asdict(self.cfg), "world_size": self.d.world_size,
+        }  # fmt: skip
+
+    def load_state(self, state: dict) -> None:
+        lo, hi = self.user_lo, self.user_lo + len(self.user_table)
+        model = state["model"]
+        model["user_embed.weight"] = model["user_embed.weight"][lo:hi]
+        self.model.load_state_dict(model)
+        index = self.optimizer.params.index(self.user_table)
+        optimizer = state["optimizer"]
+        for name in ("exp_avg", "exp_avg_sq"):
+            optimizer[name][index] = optimizer[name][index][lo:hi]
+        self.optimizer.load_state_dict(optimizer)
+        self.scaler.load_state_dict(state["scaler"])
+
+    def save(self, out: Path, epoch: int, history: list[dict], on_saved=None) -> None:
+        """Checkpoint in the background: the next epoch trains while the file is written and renamed.
+
+        While the previous checkpoint is still being written this one is skipped (a retry then resumes
+        from that one): on fast epochs, writing every epoch would make the disk the bottleneck.
+        """
+        busy = torch.tensor(float(self._saving is not None and self._saving.is_alive()), device=self.d.device)
+        if float(all_reduce_sum(busy)):  # every rank decides alike: the gathers below are collective
+            return
+        state = self.state(epoch, history)
+        self.wait_for_save()
+        if not self.d.is_main:
+            return
+        on_host = {
+            key: ({k: v for k, v in value.items()} if isinstance(value, dict) else value)
+            for key, value in state.items()
+        }
+        on_host["model"] = {k: v.detach().cpu() for k, v in state["model"].items()}
+        on_host["optimizer"] = _to_cpu(state["optimizer"])
+        def write() -> None:
+            save_checkpoint(out, on_host)
+            if on_saved is not None:
+                on_saved(epoch)
+
+        self._saving = threading.Thread(target=write, daemon=False)
+        self._saving.start()
+
+    def wait_for_save(self) -> None:
+        if self._saving is not None:
+            self._saving.join()
+            self._saving = None
+
+
+def _to_cpu(value):
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, dict):
+        return {k: _to_cpu(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_to_cpu(v) for v in value]
+    return value
+
+
+def resume(out: Path, trainer: Trainer) -> tuple[int, list[dict]]:
+    """(first epoch to run, history so far) from `out`'s checkpoint; (0, []) when there is none.
+
+    A checkpoint of another configuration or world size is refused: it would not replay the same run.
+    """
+    state = load_checkpoint(out, trainer.d.device)
+    if state is None:
+        return 0, []
+    if state["world_size"] != trainer.d.world_size or state["config"] != dataclasses.asdict(trainer.cfg):
+        raise SystemExit(f"error: {out} holds a checkpoint of another configuration: use a new --out")
+    trainer.load_state(state)
+    return state["next_epoch"], state["history"]
 
 
 def train(cfg: TrainConfig, data_dir: Path, out: Path, d: Dist) -> dict:
     events = Events(d.is_main)
+    phases = {"imported": process_age()}  # where start-up goes, in seconds since the process began
     precision = resolve_precision(cfg.precision, d.device)
+    use_kernel_cache()
+    sync(d.device)
+    phases["device_ready"] = process_age()
     data = load_ncf_data(data_dir, d.device)
+    sync(d.device)
+    phases["data_loaded"] = process_age()
     trainer = Trainer(cfg, data, d, precision)
+    sync(d.device)
+    phases["model_built"] = process_age()
     start_epoch, history = resume(out, trainer)
     if start_epoch:
         events.emit("resume", epoch=start_epoch)
@@ -205,12 +377,16 @@ def train(cfg: TrainConfig, data_dir: Path, out: Path, d: Dist) -> dict:
         "start", config=dataclasses.asdict(cfg), precision=precision.name, world_size=d.world_size,
         parameters=trainer.model.get_num_params(), users=data.n_users, items=data.n_items,
         train_positives=len(data.train_user), steps_per_epoch=trainer.steps, device=str(d.device),
+        process_s=process_age(), phases=phases,
     )  # fmt: skip
-    compile_start = time.perf_counter()
+    warm_start = time.perf_counter()
     trainer.warm_up()
+    sync(d.device)
+    events.emit("ready", warm_up_s=time.perf_counter() - warm_start, process_s=process_age())
     events.say(
-        f"compiled in {time.perf_counter() - compile_start:.1f}s" if trainer.compiled else "eager mode"
-    )
+        f"kernels ready and step captured in {time.perf_counter() - warm_start:.1f}s"
+        if trainer.graph is not None else f"eager mode ({d.device.type})"
+    )  # fmt: skip
 
     done = any(h["hr@10"] >= cfg.target_hr for h in history)
     for epoch in range(start_epoch, cfg.epochs):
@@ -233,17 +409,20 @@ def train(cfg: TrainConfig, data_dir: Path, out: Path, d: Dist) -> dict:
         }  # fmt: skip
         history.append(record)
         done = hr >= cfg.target_hr
-        if d.is_main:
-            save_checkpoint(out, trainer_state(trainer, epoch, history))
+        if not done and epoch + 1 < cfg.epochs:  # the last epoch ends in the bundle, not a checkpoint
+            trainer.save(out, epoch, history, lambda e: events.emit("checkpoint", epoch=e))
         events.emit("epoch", **record)
         events.say(
             f"epoch {epoch:3d}  loss {loss:.4f}  HR@{cfg.topk} {hr:.4f}  NDCG@{cfg.topk} {ndcg:.4f}  "
             f"{record['train_samples_per_s'] / 1e6:.1f}M samples/s  {t1 - t0:.2f}s + eval {t2 - t1:.2f}s"
         )
     summary = summarize(history, cfg.target_hr)
+    model = trainer.full_model()  # collective
+    trainer.wait_for_save()
     if d.is_main:
-        bundle = write_bundle(out / "bundle", trainer.model, trainer.model_config, cfg, data_dir, summary)
+        bundle = write_bundle(out / "bundle", model, trainer.model_config, cfg, data_dir, summary)
         summary["bundle"] = str(bundle)
+    summary["process_s"] = process_age()
     events.emit("done", **summary)
     return summary
 
@@ -278,4 +457,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())

@@ -34,7 +34,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from models.common.batching import even_batches
 from models.common.checkpoint import epoch_seed, resume, save_checkpoint, trainer_state
 from models.common.distributed import Dist, all_reduce_sum, sync
-from models.common.entrypoint import run_trainer
+from models.common.entrypoint import exit_now, run_trainer
 from models.common.events import Events
 from models.common.precision import Precision, resolve_precision
 from models.ncf.sampler import permutation
@@ -286,4 +286,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())

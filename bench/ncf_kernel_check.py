@@ -1,0 +1,62 @@
+"""The Triton kernels of models/ncf/kernels.py against their torch twins, on the GPU (CI runs the twins).
+
+    python bench/ncf_kernel_check.py        # prints one line per check; exits 1 on any mismatch
+
+Every check draws fresh random inputs and poisons the outputs first (torch.empty_like is not zeroed).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from models.ncf import kernels  # noqa: E402
+
+
+def main() -> int:
+    assert torch.cuda.is_available() and kernels.use_triton(torch.zeros(1, device="cuda"))
+    g = torch.Generator(device="cuda").manual_seed(1)
+    bad = 0
+    for dtype in (torch.bfloat16, torch.float32):
+        for shape, layer, p, with_extra in (((4099, 5, 256), 0, 0.5, True), ((4099, 5, 128), 1, 0.5, False),
+                                            ((333, 101, 256), 0, 0.0, True), ((1000, 64), 3, 0.1, False)):  # fmt: skip
+            x = torch.randn(shape, device="cuda", generator=g).to(dtype)
+            extra = torch.randn(shape[0], shape[-1], device="cuda", generator=g).to(dtype) if with_extra else None
+            key = torch.tensor(int(torch.randint(0, 2**32, (1,), generator=g, device="cuda")), device="cuda")
+            y = kernels._launch_relu_dropout(x, extra, key, layer, p)
+            twin = kernels.relu_dropout_twin(x, key, layer, p, extra)
+            dy = torch.randn(shape, device="cuda", generator=g).to(dtype)
+            scale = kernels.dropout_threshold(p)[1]
+            dx = kernels._launch_masked_grad(dy, y, scale)
+            want = torch.where(y != 0, dy.float() * scale, torch.zeros((), device="cuda")).to(dtype)
+            ok = torch.equal(y, twin) and torch.equal(dx, want)
+            kept = (y != 0).float().mean().item()
+            print(f"relu_dropout {str(dtype):15} {shape} p={p}: exact={ok}, nonzero share {kept:.3f}")
+            bad += not ok
+    table = torch.randn(26744, 192, device="cuda", generator=g, requires_grad=True)
+    index = torch.randint(0, 26744, (20000, 5), device="cuda", generator=g, dtype=torch.int32)
+    out = kernels.gather_rows(table, index, torch.bfloat16)
+    ok_fwd = torch.equal(out, table.detach()[index.long()].to(torch.bfloat16))
+    upstream = torch.randn(20000, 5, 192, device="cuda", generator=g).to(torch.bfloat16)
+    out.backward(upstream)
+    ref = torch.zeros_like(table).index_add_(0, index.reshape(-1).long(), upstream.reshape(-1, 192).float())
+    err = ((table.grad - ref).norm() / ref.norm()).item()  # atomics add in another order: rounding only
+    print(f"gather_rows bf16: forward exact={ok_fwd}; backward relative error {err:.2e} (fp32 atomics)")
+    bad += (not ok_fwd) + (err > 1e-6)
+    y = torch.randn(300001, 128, device="cuda", generator=g).to(torch.bfloat16).relu()
+    dy = torch.randn(300001, 128, device="cuda", generator=g).to(torch.bfloat16)
+    dx, bias_grad = kernels._launch_masked_grad_colsum(dy, y, 2.0)
+    want = torch.where(y != 0, dy.float() * 2.0, torch.zeros((), device="cuda"))
+    ok = torch.equal(dx, want.to(torch.bfloat16))
+    err = ((bias_grad - want.sum(0)).norm() / want.sum(0).norm()).item()
+    print(f"masked grad + bias column sums: exact={ok}; bias relative error {err:.2e}")
+    bad += (not ok) + (err > 1e-5)
+    print("all kernel checks passed" if not bad else f"{bad} kernel checks FAILED")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,161 @@
+"""NeuMF's fused ops: the torch twins against plain PyTorch, and the Triton kernels against the twins.
+
+The kernels run here under Triton's interpreter (TRITON_INTERPRET=1, CPU tensors) in a subprocess,
+since the interpreter is chosen when Triton is imported; on the GPU they are checked by
+bench/gpu_checks.sh. Both compare exactly: the same hash, the same arithmetic.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from models.ncf.kernels import (
+    add_relu_dropout,
+    dropout_threshold,
+    gather_rows,
+    gather_split,
+    keep_mask,
+    linear_relu_dropout,
+    relu_dropout,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_relu_without_dropout_is_relu_with_relu_gradient() -> None:
+    x = torch.randn(7, 5, 12, requires_grad=True)
+    y = relu_dropout(x, torch.tensor(3), 0, 0.5, training=False)
+    assert torch.equal(y, F.relu(x))
+    y.sum().backward()
+    assert torch.equal(x.grad, (x > 0).float())
+
+
+def test_dropout_drops_about_p_scales_the_rest_and_backward_follows_the_mask() -> None:
+    x = torch.rand(256, 512) + 0.1  # all positive: only dropout zeroes
+    key = torch.tensor(12345)
+    x.requires_grad_(True)
+    y = relu_dropout(x, key, 1, 0.5, training=True)
+    kept = y != 0
+    assert abs(kept.float().mean().item() - 0.5) < 0.01
+    assert torch.allclose(y[kept], x[kept] * 2.0)
+    y.backward(torch.ones_like(y))
+    assert torch.equal(x.grad, kept.float() * 2.0)
+    # The mask is a pure function of (key, layer): the same again, another for another key or layer.
+    assert torch.equal(relu_dropout(x, key, 1, 0.5, True) != 0, kept)
+    assert not torch.equal(relu_dropout(x, torch.tensor(12346), 1, 0.5, True) != 0, kept)
+    assert not torch.equal(relu_dropout(x, key, 2, 0.5, True) != 0, kept)
+
+
+def test_add_relu_dropout_broadcasts_the_user_half_and_sums_its_gradient() -> None:
+    x = torch.randn(6, 5, 8, requires_grad=True)
+    extra = torch.randn(6, 8, requires_grad=True)
+    key = torch.tensor(7)
+    y = add_relu_dropout(x, extra, key, 0, 0.25, training=True)
+    threshold, scale = dropout_threshold(0.25)
+    keep = keep_mask(x.shape, key, 0, threshold, "cpu") & ((x + extra[:, None]) > 0)
+    expected = torch.where(keep, (x + extra[:, None]) * scale, torch.zeros(()))
+    assert torch.allclose(y, expected)
+    upstream = torch.randn_like(y)
+    y.backward(upstream)
+    assert torch.allclose(x.grad, upstream * keep * scale)
+    assert torch.allclose(extra.grad, (upstream * keep * scale).sum(1))
+
+
+def test_gather_rows_matches_embedding_forward_and_backward() -> None:
+    table = torch.randn(10, 6, requires_grad=True)
+    index = torch.tensor([[1, 3, 3], [9, 0, 1]])
+    out = gather_rows(table, index)
+    assert torch.equal(out, F.embedding(index, table))
+    upstream = torch.randn(2, 3, 6)
+    out.backward(upstream)
+    reference = torch.zeros(10, 6).index_add_(0, index.reshape(-1), upstream.reshape(-1, 6))
+    assert torch.allclose(table.grad, reference)
+    assert gather_rows(table, index, torch.bfloat16).dtype == torch.bfloat16
+
+
+def test_linear_relu_dropout_equals_autograd_through_plain_ops() -> None:
+    layer = torch.nn.Linear(12, 8)
+    x = torch.randn(4, 5, 12, requires_grad=True)
+    key = torch.tensor(99)
+    y = linear_relu_dropout(x, layer, key, 2, 0.5, training=True)
+    threshold, scale = dropout_threshold(0.5)
+    pre = layer(x.detach().clone().requires_grad_(True))
+    keep = keep_mask(pre.reshape(-1, 8).shape, key, 2, threshold, "cpu").view(pre.shape) & (pre > 0)
+    plain = torch.where(keep, pre * scale, torch.zeros(()))
+    assert torch.allclose(y, plain, atol=1e-6)
+    upstream = torch.randn_like(y)
+    y.backward(upstream)
+    grads = torch.autograd.grad(plain, [layer.weight, layer.bias], upstream)
+    mine = torch.autograd.grad(linear_relu_dropout(x, layer, key, 2, 0.5, True), [layer.weight, layer.bias], upstream)
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(mine, grads))
+    assert torch.allclose(x.grad, (upstream * keep * scale).reshape(-1, 8).mm(layer.weight).view(4, 5, 12), atol=1e-5)
+
+
+def test_gather_split_returns_both_halves_and_one_table_gradient() -> None:
+    table = torch.randn(9, 7, requires_grad=True)
+    index = torch.tensor([[0, 8, 8], [3, 3, 1]])
+    a, b = gather_split(table, index, 3)
+    assert torch.equal(torch.cat([a, b], -1), F.embedding(index, table))
+    (a.sum() * 2 + b.sum() * 3).backward()
+    counts = torch.bincount(index.reshape(-1), minlength=9).float()[:, None]
+    assert torch.equal(table.grad, torch.cat([counts.expand(9, 3) * 2, counts.expand(9, 4) * 3], 1))
+
+
+INTERPRETED = r"""
+import torch
+from models.ncf import kernels
+from models.ncf.kernels import relu_dropout_twin, _launch_relu_dropout, _launch_masked_grad, _GatherRows
+assert kernels.use_triton(torch.zeros(1))
+g = torch.Generator().manual_seed(0)
+for dtype in (torch.float32, torch.bfloat16):
+    x = torch.randn(3, 5, 40, generator=g).to(dtype)
+    extra = torch.randn(3, 40, generator=g).to(dtype)
+    key = torch.tensor(987654321)
+    for layer, p, ex in ((0, 0.5, extra), (2, 0.5, None), (1, 0.0, None), (3, 0.1, extra)):
+        y = _launch_relu_dropout(x, ex, key, layer, p)
+        twin = relu_dropout_twin(x, key, layer, p, ex)
+        # The same mask always; values exact in fp32. The interpreter rounds fp32 -> bf16 its own way
+        # (the GPU rounds to nearest even, as torch does: exact there, see bench/gpu_checks.sh).
+        assert torch.equal(y != 0, twin != 0), (dtype, layer, p)
+        exact = dtype == torch.float32
+        assert torch.allclose(y.float(), twin.float(), rtol=0 if exact else 2**-7, atol=0), (dtype, layer, p)
+        dy = torch.randn(x.shape, generator=g).to(dtype)
+        scale = kernels.dropout_threshold(p)[1]
+        dx = _launch_masked_grad(dy, y, scale)
+        want = torch.where(y != 0, dy.float() * scale, torch.zeros(())).to(dtype)
+        assert torch.allclose(dx.float(), want.float(), rtol=0 if exact else 2**-7, atol=0)
+table = torch.randn(50, 24, generator=g, requires_grad=True)
+index = torch.randint(0, 50, (7, 5), generator=g, dtype=torch.int32)
+assert torch.equal(_GatherRows.apply(table, index, torch.float32, 24)[0], table.detach()[index.long()])
+out = _GatherRows.apply(table, index, torch.bfloat16, 24)[0]
+assert torch.allclose(out.float(), table.detach()[index.long()], rtol=2**-7, atol=0)
+upstream = torch.randn(7, 5, 24, generator=g).to(torch.bfloat16)
+out.backward(upstream)
+ref = torch.zeros(50, 24).index_add_(0, index.reshape(-1).long(), upstream.reshape(-1, 24).float())
+assert torch.allclose(table.grad, ref, atol=1e-6), (table.grad - ref).abs().max()
+a, b = kernels._GatherRows.apply(table.detach(), index, torch.float32, 10)
+assert torch.equal(torch.cat([a, b], -1), table.detach()[index.long()])
+y = torch.randn(70, 33, generator=g) * (torch.rand(70, 33, generator=g) > 0.5)
+dy = torch.randn(70, 33, generator=g)
+dx, bias_grad = kernels._launch_masked_grad_colsum(dy, y, 2.0)
+assert torch.equal(dx, torch.where(y != 0, dy * 2.0, torch.zeros(())))
+assert torch.allclose(bias_grad, dx.sum(0), atol=1e-5)
+print("kernels match their twins")
+"""
+
+
+def test_triton_kernels_equal_their_twins_under_the_interpreter() -> None:
+    pytest.importorskip("triton")
+    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(REPO)}
+    done = subprocess.run(
+        [sys.executable, "-c", INTERPRETED], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "kernels match their twins" in done.stdout
