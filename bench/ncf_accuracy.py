@@ -47,7 +47,7 @@ def popularity(data: Path) -> dict:
 def train(data: Path, name: str, flags: list[str], device: str) -> dict:
     with tempfile.TemporaryDirectory() as out:
         command = [sys.executable, "-m", "models.ncf.train", "--data", str(data), "--out", out,
-                   "--device", device, "--no-compile", "--target-hr", "1.0", *MODELS[name], *flags]  # fmt: skip
+                   "--device", device, "--target-hr", "1.0", *MODELS[name], *flags]  # fmt: skip
         done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=True)
     events = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     final = events[-1]

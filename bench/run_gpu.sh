@@ -2,8 +2,10 @@
 # Every GPU benchmark of ncflow in one call on the GPU machine (GPU time is scarce: batch it).
 #
 #   bash bench/run_gpu.sh OUT_DIR "env synth pre ncf acc"            # one GPU
-#   bash bench/run_gpu.sh OUT_DIR "env synth profile ncf"            # the step profile picks the dropout kernel
-#   BYTE_DROPOUT=--byte-dropout bash bench/run_gpu.sh OUT_DIR "ncf2 vae vae2"   # on a 2-GPU machine
+#   bash bench/run_gpu.sh OUT_DIR "env synth profile ncf"            # plus a per-kernel step profile
+#   bash bench/run_gpu.sh OUT_DIR "ncf2 vae vae2"                      # on a 2-GPU machine
+#
+# ncflow beside the reference (ratios for the README) is bench/compare_reference.sh.
 #
 # The machine has torch, CuPy, numpy, pyarrow but not pydantic: wheels carried in .whl/ go to /tmp/site.
 # ml-100k travels in .carry/ml-100k (a copy of ../shared/data/ml-100k, which does not travel).
@@ -36,25 +38,20 @@ if stage pre; then
 fi
 NCF=$(python3 -m ncflow.cli data synth-ml20m --data-dir $DATA --device gpu 2>"$OUT/data.err" | tail -1)
 echo "ncf data: $NCF"
-BYTE=""
 if stage profile; then
   log ncf step profile
-  python3 bench/ncf_profile.py --data "$NCF" --variants atomic,bytes --json "$OUT/ncf_profile.json" 2>&1 \
-    | grep -v Warning | tee "$OUT/ncf_profile.log" | grep "==="
-  BYTE=$(python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print('--byte-dropout' if r['bytes']['step_ms'] < r['atomic']['step_ms'] else '')" "$OUT/ncf_profile.json")
-  echo "byte dropout flag: '$BYTE'"
+  python3 bench/ncf_step_profile.py --data "$NCF" --json "$OUT/ncf_step_profile.json" 2>&1 | tee "$OUT/ncf_step_profile.log" | tail -25
 fi
-BYTE=${BYTE_DROPOUT:-$BYTE}
 if stage ncf; then
   log ncf train bench, 1 GPU
-  python3 bench/ncf_train.py --data "$NCF" --json "$OUT/ncf_train_1gpu.json" --eager-reference $BYTE \
+  python3 bench/ncf_train.py --data "$NCF" --json "$OUT/ncf_train_1gpu.json" --eager-reference \
     --time-to-target --target-hr "${TARGET_HR:-1.0}" --max-epochs "${MAX_EPOCHS:-20}" 2>&1 | tee "$OUT/ncf_train_1gpu.log" | grep -v Warning
 fi
 if stage ncf2; then
   log ncf train bench, 2 GPUs
-  CUDA_VISIBLE_DEVICES=0 python3 bench/ncf_train.py --data "$NCF" --precisions "${PRECISIONS:-bf16}" $BYTE \
+  CUDA_VISIBLE_DEVICES=0 python3 bench/ncf_train.py --data "$NCF" --precisions "${PRECISIONS:-bf16}" \
     --json "$OUT/ncf_train_1of2.json" 2>&1 | tee "$OUT/ncf_train_1of2.log" | grep -v Warning
-  torchrun --standalone --nproc-per-node 2 bench/ncf_train.py --data "$NCF" --precisions "${PRECISIONS:-bf16}" $BYTE \
+  torchrun --standalone --nproc-per-node 2 bench/ncf_train.py --data "$NCF" --precisions "${PRECISIONS:-bf16}" \
     --json "$OUT/ncf_train_2gpu.json" 2>&1 | tee "$OUT/ncf_train_2gpu.log" | grep -v Warning
 fi
 if stage acc; then
