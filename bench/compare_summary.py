@@ -113,7 +113,9 @@ def main() -> int:
     if n > 2:
         ratios[f"scaling_{n}gpu"] = ratio(thr.get(n, {}).get("ncflow_samples_per_s"), one)
     for g in counts[1:]:
-        ratios[f"train_{g}gpu_vs_reference"] = ratio(thr[g]["ncflow_samples_per_s"], thr[g]["reference_samples_per_s"])
+        ratios[f"train_{g}gpu_vs_reference"] = ratio(
+            thr[g]["ncflow_samples_per_s"], thr[g]["reference_samples_per_s"]
+        )
     vae_rates = {g: vae(out, g) for g in counts}
     if n > 1:
         ratios[f"vae_scaling_{n}gpu"] = ratio(vae_rates.get(n), vae_rates.get(1))
@@ -125,7 +127,9 @@ def main() -> int:
     (out / "compare.json").write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(ratios))
     for g, t in thr.items():
-        print(f"{g} GPU(s): ncflow {fmt(t['ncflow_samples_per_s'])} samples/s, reference {fmt(t['reference_samples_per_s'])}")
+        print(
+            f"{g} GPU(s): ncflow {fmt(t['ncflow_samples_per_s'])} samples/s, reference {fmt(t['reference_samples_per_s'])}"
+        )
     for name, w in walls.items():
         print(f"wall {name}: {w}")
     print(f"VAE-CF users/s: {vae_rates}")

@@ -24,7 +24,9 @@ def main() -> int:
         for shape, layer, p, with_extra in (((4099, 5, 256), 0, 0.5, True), ((4099, 5, 128), 1, 0.5, False),
                                             ((333, 101, 256), 0, 0.0, True), ((1000, 64), 3, 0.1, False)):  # fmt: skip
             x = torch.randn(shape, device="cuda", generator=g).to(dtype)
-            extra = torch.randn(shape[0], shape[-1], device="cuda", generator=g).to(dtype) if with_extra else None
+            extra = (
+                torch.randn(shape[0], shape[-1], device="cuda", generator=g).to(dtype) if with_extra else None
+            )
             key = torch.tensor(int(torch.randint(0, 2**32, (1,), generator=g, device="cuda")), device="cuda")
             y = kernels._launch_relu_dropout(x, extra, key, layer, p)
             twin = kernels.relu_dropout_twin(x, key, layer, p, extra)

@@ -129,7 +129,9 @@ if triton is not None:
         tl.store(dx_ptr + offs, dx.to(dx_ptr.dtype.element_ty), mask=inside)
 
     @triton.jit
-    def _masked_grad_colsum_kernel(dy_ptr, y_ptr, dx_ptr, bias_grad_ptr, rows, cols, scale, BR: tl.constexpr, BC: tl.constexpr):
+    def _masked_grad_colsum_kernel(
+        dy_ptr, y_ptr, dx_ptr, bias_grad_ptr, rows, cols, scale, BR: tl.constexpr, BC: tl.constexpr
+    ):
         """dx as above for a (rows, cols) matrix, plus its column sums (the bias gradient) in fp32."""
         r = tl.program_id(0).to(tl.int64) * BR + tl.arange(0, BR)
         c = tl.program_id(1) * BC + tl.arange(0, BC)
@@ -152,7 +154,11 @@ if triton is not None:
         live = (r < rows)[:, None]
         src = tl.load(index_ptr + r, mask=r < rows, other=0).to(tl.int64)
         v = tl.load(table_ptr + src[:, None] * D + c[None, :], mask=live & (c < D)[None, :], other=0.0)
-        tl.store(a_ptr + r[:, None] * SPLIT + c[None, :], v.to(a_ptr.dtype.element_ty), mask=live & (c < SPLIT)[None, :])
+        tl.store(
+            a_ptr + r[:, None] * SPLIT + c[None, :],
+            v.to(a_ptr.dtype.element_ty),
+            mask=live & (c < SPLIT)[None, :],
+        )
         if SPLIT < D:
             at = r[:, None] * (D - SPLIT) + (c[None, :] - SPLIT)
             tl.store(b_ptr + at, v.to(b_ptr.dtype.element_ty), mask=live & ((c >= SPLIT) & (c < D))[None, :])
@@ -166,11 +172,15 @@ if triton is not None:
         c = tl.arange(0, BD)
         live = (r < rows)[:, None]
         dst = tl.load(index_ptr + r, mask=r < rows, other=0).to(tl.int64)
-        g = tl.load(a_ptr + r[:, None] * SPLIT + c[None, :], mask=live & (c < SPLIT)[None, :], other=0.0).to(tl.float32)
+        g = tl.load(a_ptr + r[:, None] * SPLIT + c[None, :], mask=live & (c < SPLIT)[None, :], other=0.0).to(
+            tl.float32
+        )
         if SPLIT < D:
             at = r[:, None] * (D - SPLIT) + (c[None, :] - SPLIT)
             g += tl.load(b_ptr + at, mask=live & ((c >= SPLIT) & (c < D))[None, :], other=0.0).to(tl.float32)
-        tl.atomic_add(table_grad_ptr + dst[:, None] * D + c[None, :], g, mask=live & (c < D)[None, :], sem="relaxed")
+        tl.atomic_add(
+            table_grad_ptr + dst[:, None] * D + c[None, :], g, mask=live & (c < D)[None, :], sem="relaxed"
+        )
 
 
 ELEMENTWISE_BLOCK = 4096
@@ -238,7 +248,9 @@ def _launch_masked_grad_colsum(dy: Tensor, y: Tensor, scale: float) -> tuple[Ten
     dx = torch.empty_like(y)
     bias_grad = torch.zeros(cols, dtype=torch.float32, device=y.device)
     grid = (triton.cdiv(rows, 64), triton.cdiv(cols, 64))
-    _masked_grad_colsum_kernel[grid](dy.contiguous(), y, dx, bias_grad, rows, cols, scale, BR=64, BC=64, num_warps=4)
+    _masked_grad_colsum_kernel[grid](
+        dy.contiguous(), y, dx, bias_grad, rows, cols, scale, BR=64, BC=64, num_warps=4
+    )
     return dx, bias_grad
 
 
@@ -274,7 +286,9 @@ class _LinearReluDropout(torch.autograd.Function):
         return dx, weight_grad, bias_grad.to(ctx.weight_dtype), None, None, None
 
 
-def linear_relu_dropout(x: Tensor, layer: torch.nn.Linear, key: Tensor, index: int, p: float, training: bool) -> Tensor:
+def linear_relu_dropout(
+    x: Tensor, layer: torch.nn.Linear, key: Tensor, index: int, p: float, training: bool
+) -> Tensor:
     """dropout(relu(layer(x))) in the dtype of x (the compute dtype); relu alone when not training."""
     return _LinearReluDropout.apply(x, layer.weight, layer.bias, key, index, p if training else 0.0)
 
@@ -322,7 +336,9 @@ class _GatherRows(torch.autograd.Function):
         return table_grad, None, None, None
 
 
-def gather_split(table: Tensor, index: Tensor, split: int, dtype: torch.dtype | None = None) -> tuple[Tensor, Tensor]:
+def gather_split(
+    table: Tensor, index: Tensor, split: int, dtype: torch.dtype | None = None
+) -> tuple[Tensor, Tensor]:
     """(table[index][..., :split], table[index][..., split:]) as two contiguous tensors in `dtype`;
     gradients reach `table` in fp32. Two outputs, so the backward needs no zero-filled slice copies."""
     return _GatherRows.apply(table, index, dtype or table.dtype, split)

@@ -118,7 +118,9 @@ class NeuMF(nn.Module):
         gmf = u_mf * i_mf  # (B, mf)
         if not self.mlp:
             return self._head(gmf, None)
-        h = linear_relu_dropout(torch.cat([u_mlp, i_mlp], dim=1), self.mlp[0], self.noise, 0, self.config.dropout, self.training)
+        h = linear_relu_dropout(
+            torch.cat([u_mlp, i_mlp], dim=1), self.mlp[0], self.noise, 0, self.config.dropout, self.training
+        )
         return self._head(gmf, h)  # (B,)
 
     def score_candidates(self, users: Tensor, candidates: Tensor) -> Tensor:

@@ -26,7 +26,6 @@ How a step is fast:
 from __future__ import annotations
 
 import dataclasses
-import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -109,7 +108,9 @@ def user_shards(train_user: torch.Tensor, n_users: int, world_size: int) -> list
     p = len(train_user)
     cuts = [0] + [int(train_user[p * r // world_size]) for r in range(1, world_size)] + [n_users]
     cuts = [max(cuts[: i + 1]) for i in range(len(cuts))]  # monotone even for tiny data
-    starts = torch.searchsorted(train_user, torch.tensor(cuts, dtype=train_user.dtype, device=train_user.device))
+    starts = torch.searchsorted(
+        train_user, torch.tensor(cuts, dtype=train_user.dtype, device=train_user.device)
+    )
     starts = starts.tolist()
     return [(cuts[r], cuts[r + 1], starts[r], starts[r + 1]) for r in range(world_size)]
 
@@ -134,7 +135,9 @@ class Trainer:
             self.model.user_embed = torch.nn.Embedding.from_pretrained(rows.clone(), freeze=False)
         self.user_table = self.model.user_embed.weight
         self.replicated = [q for q in self.model.parameters() if q is not self.user_table]
-        self.optimizer = FusedAdam(self.model.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
+        self.optimizer = FusedAdam(
+            self.model.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps
+        )
         self.scaler = torch.amp.GradScaler("cuda", enabled=precision.loss_scaling)
         # This rank's positives (user ids local to the shard). Equal step counts on every rank: the
         # smallest shard sets them; larger shards leave their few extra positives to later epochs.
@@ -201,7 +204,9 @@ class Trainer:
         grads = [q.grad for q in self.replicated]
         flat = torch.cat([g.reshape(-1) for g in grads])
         dist.all_reduce(flat)
-        torch._foreach_copy_(grads, [v.view_as(g) for v, g in zip(flat.split([g.numel() for g in grads]), grads)])
+        torch._foreach_copy_(
+            grads, [v.view_as(g) for v, g in zip(flat.split([g.numel() for g in grads]), grads)]
+        )
 
     # ------------------------------------------------------------------------------------ the epoch
     def epoch_samples(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -319,6 +324,7 @@ class Trainer:
         }
         on_host["model"] = {k: v.detach().cpu() for k, v in state["model"].items()}
         on_host["optimizer"] = _to_cpu(state["optimizer"])
+
         def write() -> None:
             save_checkpoint(out, on_host)
             if on_saved is not None:

@@ -22,7 +22,6 @@ noise are drawn eagerly from a generator re-seeded per (seed, epoch, rank): a re
 from __future__ import annotations
 
 import dataclasses
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
