@@ -23,6 +23,9 @@ DATA=/tmp/ncflow-bench; REF=.carry/reference; export REF_DATA=/tmp/ncf-reference
 # Everything but ncflow's cold run shares one warm folder (the reference gets it warm: its best case);
 # ncflow's cold run starts from an empty one, and its warm run repeats with the cold run's folders.
 export PYTHONPYCACHEPREFIX=/tmp/pycache-shared
+# The image sets PYTHONDONTWRITEBYTECODE: without this every run of either program recompiles torch's
+# sources (4-5 s). A worker with a normal pip install has bytecode; ncflow's launcher lifts it too.
+unset PYTHONDONTWRITEBYTECODE
 stage() { case " $STAGES " in *" $1 "*) return 0;; *) return 1;; esac; }
 log() { echo "== $(date +%T) $*"; }
 now() { date +%s.%N; }
@@ -33,7 +36,7 @@ if stage env; then
   log env
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
   python3 -c "import torch, cupy, triton; print('torch', torch.__version__, 'cupy', cupy.__version__, 'triton', triton.__version__, 'gpus', torch.cuda.device_count())" | tee "$OUT/versions.txt"
-  git log -1 --format='%H' 2>/dev/null > "$OUT/commit.txt" || true
+  echo "${NCFLOW_COMMIT:-$(git log -1 --format=%H 2>/dev/null)}" > "$OUT/commit.txt"  # the copy on the GPU machine may carry a stale .git
 fi
 if stage data; then
   log data: synthetic ml-20m-sized preset, ncflow preprocessing, reference format

@@ -1,8 +1,8 @@
 """Where compiled GPU kernels persist, so a scheduled retraining run on the same worker starts warm.
 
 Triton caches each kernel binary by its source and target, CuPy each NVRTC build; both default to
-folders under the home directory. One ncflow folder holds both (NCFLOW_CACHE_DIR, default
-~/.cache/ncflow/kernels): it can be kept on a worker's persistent disk, or pre-warmed in an image.
+folders under the home directory. One ncflow folder holds both: kernels/ under NCFLOW_CACHE_DIR
+(default ~/.cache/ncflow), which can be kept on a worker's persistent disk, or pre-warmed in an image.
 Variables the user already set win.
 """
 

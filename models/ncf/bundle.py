@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 import torch
 from safetensors.torch import load_file, save_file
 
+from models.common.parquet import read_table
 from models.ncf.model import NeuMF, NeuMFConfig
 from ncflow.atomic import atomic_dir, atomic_file
 
@@ -57,7 +58,7 @@ def seen_items(data_dir: Path, where: Path, n_users: int) -> Path:
     """
     path = where / "seen.parquet"
     if not path.is_file():
-        train = pq.read_table(data_dir / "train.parquet")
+        train = read_table(data_dir / "train.parquet")
         counts = np.bincount(train.column("user").to_numpy(), minlength=n_users)
         offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)  # train is sorted by user
         seen = pa.ListArray.from_arrays(pa.array(offsets), train.column("item").combine_chunks())
@@ -94,8 +95,8 @@ def load_bundle(path: Path, device: str | torch.device = "cpu") -> Bundle:
     model = NeuMF(model_config)
     model.load_state_dict(load_file(str(path / "model.safetensors")))
     model.to(device).eval()
-    users = pq.read_table(path / "users.parquet")
-    items = pq.read_table(path / "items.parquet")
+    users = read_table(path / "users.parquet")
+    items = read_table(path / "items.parquet")
     return Bundle(
         model=model,
         config=config,
@@ -104,7 +105,7 @@ def load_bundle(path: Path, device: str | torch.device = "cpu") -> Bundle:
         user_index={int(u): i for i, u in enumerate(users.column("id").to_pylist())},
         item_ids=items.column("id").to_numpy(),
         titles=items.column("title").to_pylist(),
-        seen=pq.read_table(path / "seen.parquet").column("items").combine_chunks(),
+        seen=read_table(path / "seen.parquet").column("items").combine_chunks(),
     )
 
 

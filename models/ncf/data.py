@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 import torch
 
 from models.common.manifest import read_processed_manifest
+from models.common.parquet import read_table
 
 
 @dataclass(frozen=True)
@@ -33,8 +33,8 @@ class NCFData:
 def load_ncf_data(folder: Path, device: torch.device) -> NCFData:
     folder = Path(folder)
     manifest = read_processed_manifest(folder, "ncf")
-    train = pq.read_table(folder / "train.parquet")
-    test = pq.read_table(folder / "test.parquet")
+    train = read_table(folder / "train.parquet")
+    test = read_table(folder / "test.parquet")
     k = test.schema.field("negatives").type.list_size
     negatives = test.column("negatives").combine_chunks().flatten().to_numpy().reshape(-1, k)
     candidates = np.concatenate([test.column("item").to_numpy()[:, None], negatives], axis=1)

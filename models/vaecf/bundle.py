@@ -21,10 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 import torch
 from safetensors.torch import load_file, save_file
 
+from models.common.parquet import read_table
 from models.vaecf.model import MultVAE, VAEConfig
 from ncflow.atomic import atomic_dir
 
@@ -63,7 +63,7 @@ def load_bundle(path: Path, device: str | torch.device = "cpu") -> Bundle:
     model = MultVAE(VAEConfig(**config["model"]))
     model.load_state_dict(load_file(str(path / "model.safetensors")))
     model.to(device).eval()
-    items = pq.read_table(path / "items.parquet")
+    items = read_table(path / "items.parquet")
     item_ids = items.column("id").to_numpy()
     return Bundle(
         model=model,

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 import torch
 
 from models.common.manifest import read_processed_manifest
+from models.common.parquet import read_table
 
 SPLITS = ("train", "valid_foldin", "valid_target", "test_foldin", "test_target")
 
@@ -63,7 +63,7 @@ class VAEData:
 
 def read_csr(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(indptr int64, indices int32, user ids) of one `<split>.parquet` (user_id, items: list<int32>)."""
-    table = pq.read_table(path)
+    table = read_table(path)
     items = table.column("items").combine_chunks()
     offsets = items.offsets.to_numpy().astype(np.int64)
     indptr = offsets - offsets[0]  # a sliced array's offsets need not start at 0
