@@ -25,7 +25,7 @@ def dask_client(
     """A Client to `scheduler` (another host's cluster, joined for this block), else a local cluster
     started for this block: LocalCUDACluster with one worker per GPU (the first `workers` of them) when
     there are GPUs and `device` allows, LocalCluster of `workers` single-threaded processes otherwise."""
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
     if scheduler:
         try:
@@ -37,6 +37,16 @@ def dask_client(
         with client:
             yield client
         return
+    with local_cluster(workers, device) as cluster, Client(cluster) as client:
+        yield client
+
+
+def local_cluster(workers: int | None = None, device: str = "auto"):
+    """LocalCUDACluster, one worker per GPU (the first `workers` GPUs), when there are GPUs and `device`
+    allows; else a LocalCluster of `workers` (default 1) single-threaded processes. prefect-dask's
+    DaskTaskRunner calls this too (cluster_class), so sweeps and scoring share one rule."""
+    from distributed import LocalCluster
+
     gpus = gpu_count() if device in ("auto", "cuda") else 0
     if device == "cuda" and gpus == 0:
         raise NcflowError("--device cuda asked for, but this machine has no GPU: use --device cpu")
@@ -51,8 +61,5 @@ def dask_client(
                 "scoring on GPUs needs dask-cuda: pip install -e '.[gpu]' (or --device cpu)"
             ) from None
         n = min(workers or gpus, gpus)
-        cluster = LocalCUDACluster(CUDA_VISIBLE_DEVICES=list(range(n)), **quiet)
-    else:
-        cluster = LocalCluster(n_workers=workers or 1, threads_per_worker=1, processes=True, **quiet)
-    with cluster, Client(cluster) as client:
-        yield client
+        return LocalCUDACluster(CUDA_VISIBLE_DEVICES=list(range(n)), **quiet)
+    return LocalCluster(n_workers=workers or 1, threads_per_worker=1, processes=True, **quiet)
