@@ -189,3 +189,16 @@ def test_a_failing_worker_leaves_no_partial_output(root, scheduler, tmp_path, mo
     assert sorted(p.name for p in tmp_path.iterdir()) == before
     with pytest.raises(NcflowError, match="no ncf model registered"):
         locate_job("ncf", "synth-tiny", "latest", registry_dir=tmp_path)
+
+
+def test_batch_recommend_flow_writes_the_same_rows_and_refuses_bad_k(
+    root, scheduler, prefect_server, tmp_path
+):
+    from flows.batch_recommend import batch_recommend
+
+    common = {"registry_dir": str(root / "registry"), "scheduler": scheduler, "device": "cpu"}
+    result = batch_recommend("synth-tiny", k=3, out=str(tmp_path / "nightly"), **common)
+    with pytest.raises(Exception, match="k"):
+        batch_recommend("synth-tiny", k=0, out=str(tmp_path / "bad"), **common)
+    assert result["rows"] == 500 * 3 and result["path"] == str(tmp_path / "nightly")
+    assert pq.read_table(tmp_path / "nightly").num_rows == 1500 and not (tmp_path / "bad").exists()
