@@ -93,13 +93,9 @@ def test_linear_relu_dropout_equals_autograd_through_plain_ops() -> None:
     upstream = torch.randn_like(y)
     y.backward(upstream)
     grads = torch.autograd.grad(plain, [layer.weight, layer.bias], upstream)
-    mine = torch.autograd.grad(
-        linear_relu_dropout(x, layer, key, 2, 0.5, True), [layer.weight, layer.bias], upstream
-    )
+    mine = torch.autograd.grad(linear_relu_dropout(x, layer, key, 2, 0.5, True), [layer.weight, layer.bias], upstream)
     assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(mine, grads))
-    assert torch.allclose(
-        x.grad, (upstream * keep * scale).reshape(-1, 8).mm(layer.weight).view(4, 5, 12), atol=1e-5
-    )
+    assert torch.allclose(x.grad, (upstream * keep * scale).reshape(-1, 8).mm(layer.weight).view(4, 5, 12), atol=1e-5)
 
 
 def test_gather_split_returns_both_halves_and_one_table_gradient() -> None:
