@@ -8,6 +8,8 @@
     ncflow train vae-cf --dataset synth-tiny              # the vae-cf-train flow (Mult-VAE)
     ncflow recommend --dataset synth-tiny --user 42 -k 10 # from the registry's champion
     ncflow recommend --model vae-cf --items 1,32,260 -k 10  # fold-in: a new user's items, no retraining
+    ncflow recommend --all --dataset synth-tiny -k 10 --out recs/ --workers 2  # every user, Dask, Parquet
+    ncflow sweep ncf --dataset synth-tiny --trials 4      # trials on Dask workers; the best is registered
 
 Problems a user can fix print one line, `ncflow: error: ...`, and exit with status 2.
 """
@@ -96,6 +98,43 @@ def cmd_train(args: argparse.Namespace) -> None:
     print(json.dumps(result))
 
 
+def cmd_sweep(args: argparse.Namespace) -> None:
+    from ncflow.specs import spec
+
+    what = spec(args.model)
+    if args.trials < 1:
+        raise NcflowError(f"--trials must be at least 1, got {args.trials}")
+    if args.gpus < 0 or (args.workers is not None and args.workers < 1):
+        raise NcflowError("--gpus must be >= 0 and --workers >= 1")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    from configs.sweep import load_space
+    from flows.sweep import run_sweep
+    from flows.training import check_gpus
+
+    check_gpus(args.gpus)
+    space = Path(args.space) if args.space else what.params.CONFIG_DIR / "sweep.yaml"
+    load_space(space, set(what.params.model_fields)).trials(
+        args.trials
+    )  # refuse a bad space before a server starts
+    paths = {"data_dir": args.data_dir, "runs_dir": args.runs_dir, "registry_dir": args.registry_dir}
+    try:
+        result = run_sweep(
+            args.model,
+            args.dataset,
+            args.trials,
+            args.gpus,
+            args.workers,
+            space=str(space),
+            epochs=args.epochs,
+            **paths,
+        )
+    except NcflowError:
+        raise
+    except Exception as err:  # the flow run failed; its logs above say where
+        raise NcflowError(f"the sweep flow run failed: {err}") from None
+    print(json.dumps(result))
+
+
 def add_train_flags(parser: argparse.ArgumentParser, params: type) -> None:
     """One flag per field of `params` (a configs.train.TrainParams), default None (= the dataset's YAML default)."""
     import typing
@@ -151,12 +190,46 @@ def champion_dataset(registry_dir: Path, model: str) -> str:
     raise NcflowError(f"{model} champions exist for {', '.join(found)}: choose one with --dataset")
 
 
+def cmd_recommend_all(args: argparse.Namespace, dataset: str) -> None:
+    """Every user's top-k: one Parquet part per Dask worker, or one file for an --out ending in .parquet."""
+    from ncflow.batch.cluster import dask_client
+    from ncflow.batch.locate import locate_job
+    from ncflow.batch.recommend_all import recommend_all
+
+    if args.user is not None or args.items is not None:
+        raise NcflowError("--all scores every user: leave out --user and --items")
+    if args.out is None:
+        raise NcflowError("--all needs --out: a folder (one Parquet part per worker) or a .parquet file")
+    if args.k <= 0:
+        raise NcflowError(f"-k must be at least 1, got {args.k}")
+    if args.users_per_chunk is not None and args.users_per_chunk < 1:
+        raise NcflowError(f"--users-per-chunk must be at least 1, got {args.users_per_chunk}")
+    job = locate_job(
+        args.model, dataset, args.version, Path(args.registry_dir), Path(args.data_dir), args.device,
+        chunk=args.users_per_chunk,
+    )  # fmt: skip
+    start = time.perf_counter()
+    with dask_client(args.workers, args.scheduler, args.device, args.connect_timeout) as client:
+        result = recommend_all(client, job, args.k, Path(args.out))
+    seconds = time.perf_counter() - start
+    print(
+        f"{result['rows']:,} rows: {result['users']:,} users x top-{args.k} of {result['items']:,} items, "
+        f"{result['parts']} part(s), {seconds:.1f} s, from {job.bundle}"
+    )
+    print(result["path"])
+
+
 def cmd_recommend(args: argparse.Namespace) -> None:
     from ncflow import registry
     from ncflow.data.sources import dataset_label
 
     registry_dir = Path(args.registry_dir)
     dataset = dataset_label(args.dataset) if args.dataset else champion_dataset(registry_dir, args.model)
+    if args.all:
+        cmd_recommend_all(args, dataset)
+        return
+    if args.out is not None:
+        raise NcflowError("--out is for --all (every user); one user's answer is printed")
     if args.model == "ncf":
         if args.user is None:
             raise NcflowError(
@@ -243,6 +316,21 @@ def build_parser() -> argparse.ArgumentParser:
         add_train_flags(one, model.params)
         one.set_defaults(func=cmd_train)
 
+    sweep = sub.add_parser("sweep", help="trials on Dask workers (one per GPU); the best is registered")
+    sweep.add_argument("model", choices=list(SPECS))
+    sweep.add_argument("--dataset", required=True)
+    sweep.add_argument("--trials", type=int, default=4)
+    sweep.add_argument("--gpus", type=int, default=0, help="one trial per GPU at a time; 0: CPU processes")
+    sweep.add_argument("--workers", type=int, help="CPU processes when --gpus 0 (default 2)")
+    sweep.add_argument("--space", help="the search space YAML (default configs/<model>/sweep.yaml)")
+    sweep.add_argument(
+        "--epochs", type=int, help="every trial's epochs (default: the space's, then the dataset's)"
+    )
+    sweep.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR))
+    sweep.add_argument("--runs-dir", default="runs")
+    sweep.add_argument("--registry-dir", default="registry")
+    sweep.set_defaults(func=cmd_sweep)
+
     rec = sub.add_parser(
         "recommend", help="top-k items from the registry's champion, for a user or for given items"
     )
@@ -256,6 +344,20 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--version", default="champion", help="champion | latest | N")
     rec.add_argument("--registry-dir", default="registry")
     rec.add_argument("--json", action="store_true", help="one JSON object instead of a table")
+    rec.add_argument("--all", action="store_true", help="every user's top-k, written as Parquet to --out")
+    rec.add_argument("--out", help="--all: a folder (part-00000.parquet, ...) or a file ending in .parquet")
+    rec.add_argument("--workers", type=int, help="--all: Dask workers (default: every GPU, or 1 CPU process)")
+    rec.add_argument("--scheduler", help="--all: join this Dask cluster (tcp://host:8786) instead")
+    rec.add_argument(
+        "--connect-timeout", type=float, default=10.0, help="--all: seconds to reach --scheduler"
+    )
+    rec.add_argument(
+        "--device", default="auto", choices=["auto", "cpu", "cuda"], help="--all: where to score"
+    )
+    rec.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR), help="--all, vae-cf: the processed data")
+    rec.add_argument(
+        "--users-per-chunk", type=int, help="--all: users per forward pass (default: sized to memory)"
+    )
     rec.set_defaults(func=cmd_recommend)
     return parser
 

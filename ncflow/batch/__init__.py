@@ -1,0 +1,1 @@
+"""Batch scoring: every user's top-k from a registered model, spread over Dask workers."""
