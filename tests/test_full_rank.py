@@ -106,3 +106,18 @@ def test_bad_arguments_are_refused() -> None:
         next(rank_users(lambda u: table[u], torch.arange(2), to_csr([[], []]), k=0))
     with pytest.raises(ValueError, match="targets has 1 rows for 2 users"):
         full_rank_metrics(lambda u: table[u], torch.arange(2), to_csr([[], []]), to_csr([[1]]))
+
+
+@pytest.mark.parametrize("layers", [(64, 32, 16), (14, 8), ()])
+def test_neumf_scores_every_item_as_its_forward_does(layers: tuple[int, ...]) -> None:
+    from models.ncf.model import NeuMF, NeuMFConfig
+
+    torch.manual_seed(0)
+    model = NeuMF(NeuMFConfig(50, 40, 8, layers, 0.3)).eval()
+    for p in model.parameters():
+        torch.nn.init.normal_(p, 0, 0.3)  # far from the small init: every term matters
+    users = torch.tensor([3, 7, 0, 49])
+    with torch.no_grad():
+        shared = model.score_items(users)
+        pairwise = model(users, torch.arange(40).expand(4, 40))
+    torch.testing.assert_close(shared, pairwise, rtol=1e-5, atol=1e-5)

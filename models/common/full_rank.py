@@ -56,17 +56,21 @@ class CSR:
         )
 
     @classmethod
-    def from_pairs(
-        cls, rows: np.ndarray, items: np.ndarray, n_rows: int, device: torch.device | str = "cpu"
-    ) -> CSR:
-        """The CSR of (row, item) pairs in any order (duplicates kept: masking twice is harmless)."""
-        rows, items = np.asarray(rows, dtype=np.int64), np.asarray(items, dtype=np.int64)
-        if len(rows) and (rows.min() < 0 or rows.max() >= n_rows):
+    def from_pairs(cls, rows, items, n_rows: int, device: torch.device | str | None = None) -> CSR:
+        """The CSR of (row, item) pairs in any order (duplicates kept: masking twice is harmless).
+
+        NumPy arrays or tensors; built on `device` (default: the tensors' own), so a GPU sorts its 20M
+        training pairs itself in milliseconds.
+        """
+        rows, items = torch.as_tensor(rows), torch.as_tensor(items)
+        device = device if device is not None else rows.device
+        rows, items = rows.to(device, torch.int64), items.to(device, torch.int64)
+        if len(rows) and (int(rows.min()) < 0 or int(rows.max()) >= n_rows):
             raise ValueError(f"row indices must lie in [0, {n_rows})")
-        order = np.argsort(rows, kind="stable")
-        indptr = np.zeros(n_rows + 1, dtype=np.int64)
-        np.cumsum(np.bincount(rows, minlength=n_rows), out=indptr[1:])
-        return cls.from_numpy(indptr, items[order], device)
+        indptr = torch.zeros(n_rows + 1, dtype=torch.int64, device=device)
+        torch.cumsum(torch.bincount(rows, minlength=n_rows), 0, out=indptr[1:])
+        order = torch.argsort(rows, stable=True)
+        return cls(indptr, items[order].contiguous(), indptr.cpu().numpy())
 
 
 def gather_rows(csr: CSR, rows: Tensor) -> tuple[Tensor, Tensor]:

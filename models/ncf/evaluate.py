@@ -78,11 +78,11 @@ def ncf_scorer(model: NeuMF, precision: Precision) -> ScoreFn:
 
 def seen_items(data: NCFData, split: str) -> CSR:
     """Each user's items excluded from ranking: training items, and at test time the validation item."""
-    users, items = data.train_user.cpu().numpy(), data.train_item.cpu().numpy()
+    users, items = data.train_user, data.train_item
     if split == "test" and data.has_validation:
-        users = np.concatenate([users, data.valid_user.cpu().numpy()])
-        items = np.concatenate([items, data.valid_candidates[:, 0].cpu().numpy()])
-    return CSR.from_pairs(users, items, data.n_users, data.train_user.device)
+        users = torch.cat([users, data.valid_user])
+        items = torch.cat([items, data.valid_candidates[:, 0]])
+    return CSR.from_pairs(users, items, data.n_users)  # built where the data lives
 
 
 def full_rank(score_fn: ScoreFn, data: NCFData, split: str = "test", chunk: int = 1024) -> dict[str, float]:

@@ -160,11 +160,11 @@ class NeuMF(nn.Module):
         first, dtype = self.mlp[0], i_mlp.dtype
         half, n_users, n_items = first.in_features // 2, len(users), len(items)
         hu = F.linear(u_mlp, first.weight[:, :half].to(dtype), first.bias.to(dtype))  # (U, h1)
-        a = torch.cat([i_mlp, i_mlp.new_ones(n_items, 1)], dim=1)  # (I, h/2+1)
-        b = torch.cat([first.weight[:, half:].T.to(dtype)[:, None, :].expand(half, n_users, -1), hu[None]])
-        h = torch._addmm_activation(
-            torch.zeros((), dtype=dtype, device=dev), a, b.reshape(half + 1, -1)
-        )  # (I, U*h1): relu fused
+        pad = -(half + 1) % 8  # K a multiple of 8: the tensor-core path of the GEMM
+        a = torch.cat([i_mlp, i_mlp.new_ones(n_items, 1), i_mlp.new_zeros(n_items, pad)], dim=1)  # (I, K)
+        w_item = first.weight[:, half:].T.to(dtype)[:, None, :].expand(half, n_users, -1)  # (h/2, U, h1)
+        b = torch.cat([w_item, hu[None], hu.new_zeros(pad, *hu.shape)])  # (K, U, h1)
+        h = torch._addmm_activation(hu.new_zeros(()), a, b.reshape(len(b), -1))  # (I, U*h1): relu fused
         h = h.view(n_items * n_users, -1)
         for layer in self.mlp[1:]:
             h = torch._addmm_activation(layer.bias.to(dtype), h, layer.weight.T.to(dtype))  # (I*U, h)
