@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from configs import PreprocessConfig
+from configs.ncf import NCFTrainParams
 from models.ncf.bundle import load_bundle
 from models.ncf.evaluate import evaluate_bundle
 from models.ncf.train import TrainConfig, stop_reason
@@ -110,6 +111,23 @@ def test_ncf_selects_on_validation_and_scores_test_once(ncf_valid_data: Path, tm
     scores = evaluate_bundle(Path(summary["bundle"]), ncf_valid_data)  # the kept weights, scored anew
     assert scores["hr@10"] == summary["hr@10"] and scores["valid_hr@10"] == summary["valid_hr@10"]
     assert scores["full_hr@10"] > scores["popularity_full_hr@10"] > 0
+
+    # The champion rule compares validation HR@10: a newcomer better on test but worse on validation stays out.
+    from ncflow.specs import spec
+    from tasks.register import register_model
+
+    params = NCFTrainParams.for_dataset("synth-tiny", validation=True, patience=2)
+    metric = spec("ncf").selection_metric(params)
+    assert metric == "valid_hr@10" and params.preprocess_config().validation
+    registry = tmp_path / "registry"
+    first = register_model.fn("ncf", "synth-tiny", summary["bundle"], str(ncf_valid_data), scores, summary,
+                              {}, str(registry), metric=metric)  # fmt: skip
+    worse = scores | {"valid_hr@10": scores["valid_hr@10"] - 0.01, "hr@10": scores["hr@10"] + 0.01}
+    second = register_model.fn("ncf", "synth-tiny", summary["bundle"], str(ncf_valid_data), worse, summary,
+                               {}, str(registry), metric=metric)  # fmt: skip
+    assert first["promoted"] and not second["promoted"] and "valid_hr@10" in second["reason"]
+    card = (Path(second["path"]) / "MODEL_CARD.md").read_text()
+    assert "| valid_hr@10 |" in card and "| item popularity |" in card
 
     bundle = load_bundle(Path(summary["bundle"]))
     n_users, n_items = bundle.model.config.n_users, bundle.model.config.n_items
