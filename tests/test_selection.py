@@ -18,7 +18,7 @@ from configs import PreprocessConfig
 from configs.ncf import NCFTrainParams
 from models.ncf.bundle import load_bundle
 from models.ncf.evaluate import evaluate_bundle
-from models.ncf.train import TrainConfig, stop_reason
+from models.ncf.selection import stop_reason
 from ncflow.data.ncf_split import ncf_split
 from ncflow.data.preprocess import preprocess
 from ncflow.data.synth import write_synthetic
@@ -52,12 +52,11 @@ def test_validation_holds_out_the_second_latest_of_users_with_three_items() -> N
 
 
 def test_patience_stops_after_epochs_without_improvement() -> None:
-    cfg = TrainConfig(patience=2, target_hr=0.99)
     history = [{"epoch": e, "valid_hr@10": v} for e, v in enumerate([0.1, 0.3, 0.3, 0.2])]
-    assert stop_reason(history[:3], "valid_hr@10", cfg) is None
-    assert stop_reason(history, "valid_hr@10", cfg) == "patience"  # a tie (epoch 2) is no improvement
-    assert stop_reason(history, "valid_hr@10", TrainConfig(target_hr=0.99)) is None  # patience 0: never
-    assert stop_reason(history, "valid_hr@10", TrainConfig(patience=2, target_hr=0.3)) == "target_hr"
+    assert stop_reason(history[:3], "valid_hr@10", 0.99, patience=2) is None
+    assert stop_reason(history, "valid_hr@10", 0.99, patience=2) == "patience"  # a tie (epoch 2) is none
+    assert stop_reason(history, "valid_hr@10", 0.99) is None  # patience 0: never
+    assert stop_reason(history, "valid_hr@10", 0.3, patience=2) == "target_hr"
 
 
 @pytest.fixture(scope="module")

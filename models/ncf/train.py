@@ -53,6 +53,7 @@ from models.ncf.data import NCFData, load_ncf_data
 from models.ncf.evaluate import candidate_sums, chunk_sums
 from models.ncf.model import NeuMF, NeuMFConfig
 from models.ncf.sampler import draw_negatives, permutation
+from models.ncf.selection import stop_reason, summarize
 from ncflow.rng import stream_key
 
 
@@ -434,7 +435,7 @@ def train(cfg: TrainConfig, data_dir: Path, out: Path, d: Dist) -> dict:
     validating = data.has_validation
     prefix = "valid_" if validating else ""  # the selection metric: validation HR@10, else test HR@10
     key = f"{prefix}hr@10"
-    done = stop_reason(history, key, cfg) is not None
+    done = stop_reason(history, key, cfg.target_hr, cfg.patience) is not None
     for epoch in range(start_epoch, cfg.epochs):
         if done:
             break
@@ -457,7 +458,7 @@ def train(cfg: TrainConfig, data_dir: Path, out: Path, d: Dist) -> dict:
         history.append(record)
         if validating:
             trainer.keep_if_best(epoch, hr)
-        done = stop_reason(history, key, cfg) is not None
+        done = stop_reason(history, key, cfg.target_hr, cfg.patience) is not None
         if not done and epoch + 1 < cfg.epochs:  # the last epoch ends in the bundle, not a checkpoint
             trainer.save(out, epoch, history, lambda e: events.emit("checkpoint", epoch=e))
         events.emit("epoch", **record)
@@ -466,7 +467,7 @@ def train(cfg: TrainConfig, data_dir: Path, out: Path, d: Dist) -> dict:
             f"{record['train_samples_per_s'] / 1e6:.1f}M samples/s  {t1 - t0:.2f}s + eval {t2 - t1:.2f}s"
         )
     summary = summarize(history, cfg.target_hr, key)
-    summary["stopped"] = stop_reason(history, key, cfg) or "epochs"
+    summary["stopped"] = stop_reason(history, key, cfg.target_hr, cfg.patience) or "epochs"
     if validating and history:
         trainer.restore_best()
         best = trainer.best["epoch"]
@@ -490,37 +491,6 @@ def train(cfg: TrainConfig, data_dir: Path, out: Path, d: Dist) -> dict:
     summary["process_s"] = process_age()
     events.emit("done", **summary)
     return summary
-
-
-def stop_reason(history: list[dict], key: str, cfg: TrainConfig) -> str | None:
-    """Why training stops after `history` (None: it goes on): the target reached, or patience spent."""
-    if any(h[key] >= cfg.target_hr for h in history):
-        return "target_hr"
-    if cfg.patience and history:
-        best = max(history, key=lambda h: h[key])  # the first of equals: a tie is no improvement
-        if history[-1]["epoch"] - best["epoch"] >= cfg.patience:
-            return "patience"
-    return None
-
-
-def summarize(history: list[dict], target_hr: float, key: str = "hr@10") -> dict:
-    """The run in figures; `key` is the selection metric (hr@10 on test, or valid_hr@10)."""
-    if not history:
-        return {"epochs": 0}
-    best = max(history, key=lambda h: h[key])
-    elapsed, time_to_target = 0.0, None
-    for h in history:
-        elapsed += h["train_seconds"] + h["eval_seconds"]
-        if time_to_target is None and h[key] >= target_hr:
-            time_to_target = elapsed
-    last = history[-1]
-    ndcg = key.replace("hr@", "ndcg@")
-    return {
-        "epochs": len(history), key: last[key], ndcg: last[ndcg], "loss": last["loss"],
-        "best_epoch": best["epoch"], f"best_{key}": best[key], "target_hr": target_hr,
-        "time_to_target_s": time_to_target, "train_seconds": sum(h["train_seconds"] for h in history),
-        "seconds": elapsed,
-    }  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
