@@ -48,6 +48,7 @@ class PreprocessConfig(Strict):
     # NCF (ANCHORS.md section 1)
     test_negatives: int = Field(default=100, ge=1)  # per user, as in the NCF paper and MLPerf
     distinct_negatives: bool = False  # False: with replacement, duplicates masked at scoring (MLPerf)
+    validation: bool = False  # hold out each user's second-latest item too: selection without test
     # VAE-CF (ANCHORS.md section 2)
     min_rating: float = 4.0  # NVIDIA keeps ratings >= 4; the paper > 3.5 (the same on MovieLens)
     min_user_items: int = Field(default=5, ge=2)

@@ -39,12 +39,14 @@ def ncf_train(
     verified_negatives: bool | None = None,
     precision: str | None = None,
     target_hr: float | None = None,
+    patience: int | None = None,
     seed: int | None = None,
     cuda_graphs: bool | None = None,
     mf_dim: int | None = None,
     mlp_layers: list[int] | None = None,
     dropout: float | None = None,
     test_negatives: int | None = None,
+    validation: bool | None = None,
     cpu_processes: int | None = None,
     source: str | None = None,
     data_dir: str | None = None,
@@ -56,7 +58,10 @@ def ncf_train(
     Args:
         dataset: ml-100k, ml-1m, ml-20m, ml-25m, synth-tiny, synth-ml1m, synth-ml20m, or a CSV/Parquet path
         gpus: GPUs (torchrun processes); 0 trains on CPUs with cpu_processes processes
-        epochs: at most this many; training stops early at target_hr
+        epochs: at most this many; training stops early at target_hr, or after `patience` epochs
+            without a better HR@10 (validation HR@10 with `validation`)
+        validation: hold out each user's second-latest item; early stopping, the kept weights and the
+            champion rule then use validation HR@10, and test is scored once, at the end
         batch_size: global samples (positives + negatives) per step
         mlp_layers: MLP layer sizes, the first even
         source: a mirror URL, a local archive or a folder (default: the dataset's URL)

@@ -57,7 +57,7 @@ def train_and_register(model: ModelSpec, dataset: str, overrides: dict[str, Any]
     }
     label = dataset_label(params.dataset)
     key = artifact_key(model.name, label)
-    metric = model.metric
+    metric = model.selection_metric(params)  # the champion rule's: validation HR@10 when held out
 
     # Cached across runs; refreshed (run again) when the cached path no longer exists on disk.
     fetch = fetch_raw.with_options(
@@ -89,6 +89,12 @@ def train_and_register(model: ModelSpec, dataset: str, overrides: dict[str, Any]
         "model": model.name,
         "dataset": label,
         **{name: scores[name] for name in model.metrics},
+        **{name: scores[name] for name in (*model.full_metrics, metric) if name in scores},
+        **{
+            f"popularity_{name}": scores[f"popularity_{name}"]
+            for name in model.full_metrics
+            if f"popularity_{name}" in scores
+        },
         f"trainer_{metric}": trained[model.trainer_key(metric)],
         "epochs": trained["epochs"],
         "bundle": registered["path"],

@@ -50,6 +50,8 @@ def cmd_data(args: argparse.Namespace) -> None:
         overrides["test_negatives"] = args.test_negatives
     if args.distinct_negatives:
         overrides["distinct_negatives"] = True
+    if args.validation:
+        overrides["validation"] = True
     columns = {k: v for k, v in (("user", args.user_col), ("item", args.item_col)) if v}
     columns |= {k: v for k, v in (("rating", args.rating_col), ("timestamp", args.timestamp_col)) if v}
     if columns:
@@ -298,6 +300,9 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--seed", type=int, default=0)
     data.add_argument("--test-negatives", type=int, help="per user (default 100)")
     data.add_argument("--distinct-negatives", action="store_true", help="no repeats, positive excluded")
+    data.add_argument(
+        "--validation", action="store_true", help="ncf: hold out each user's second-latest item as validation"
+    )
     data.add_argument("--user-col", help="user column of a local file (default 'user')")
     data.add_argument("--item-col", help="item column of a local file (default 'item')")
     data.add_argument("--rating-col", help="rating column of a local file (optional)")

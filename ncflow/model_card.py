@@ -20,6 +20,7 @@ def model_card(
     training: dict[str, Any],
     metrics: tuple[str, ...] = ("hr@10", "ndcg@10"),
     throughput: tuple[str, str] = ("train_samples_per_s", "samples/s"),
+    full_metrics: tuple[str, ...] = ("full_hr@10", "full_ndcg@10", "full_recall@20"),
 ) -> str:
     """`metrics`: shown, in the metrics table and the learning curve (whose bars follow the champion
     metric when the epochs report it, else the first of `metrics`); `throughput`: (epoch key, label)."""
@@ -34,7 +35,10 @@ def model_card(
         "| metric | this model | previous champion |",
         "|---|---|---|",
     ]
-    for name in metrics:
+    shown_metrics = [*metrics, *(f"valid_{m}" for m in metrics if f"valid_{m}" in entry.metrics)]
+    if metric not in shown_metrics and metric in entry.metrics:
+        shown_metrics.append(metric)
+    for name in shown_metrics:
         old = reg.previous.metrics.get(name) if reg.previous else None
         if name == metric and reg.previous_score is not None:
             old = reg.previous_score  # on this model's test set
@@ -47,11 +51,15 @@ def model_card(
     ]
     if baseline:  # the same users scored by item popularity alone: what the model adds
         lines += ["", "Item-popularity baseline on the same users: " + ", ".join(baseline) + "."]
+    lines += full_ranking_table(entry.metrics, full_metrics)
+    curve = [m for m in (*metrics, *(f"valid_{m}" for m in metrics)) if any(m in h for h in history)]
+    curve = curve or list(metrics)
     lines += [
         "",
         "## Training",
         "",
-        f"- epochs run: {training.get('epochs')}, best epoch: {training.get('best_epoch')}",
+        f"- epochs run: {training.get('epochs')}, best epoch: {training.get('best_epoch')}, "
+        f"weights kept from epoch: {training.get('weights_epoch', '-')}",
         f"- training time: {_s(training.get('train_seconds'))} (train + eval {_s(training.get('seconds'))}, "
         f"trainer process {_s(training.get('wall_seconds'))})",
         *(
@@ -63,14 +71,14 @@ def model_card(
         "",
         "## Learning curve",
         "",
-        "| epoch | loss | " + " | ".join(m.upper() for m in metrics) + f" | {throughput[1]} | |",
-        "|---|---|" + "---|" * len(metrics) + "---|---|",
+        "| epoch | loss | " + " | ".join(m.upper() for m in curve) + f" | {throughput[1]} | |",
+        "|---|---|" + "---|" * len(curve) + "---|---|",
     ]
-    shown = metric if history and metric in history[0] else metrics[0]
+    shown = metric if history and metric in history[0] else curve[0]
     top = max((h.get(shown, 0) for h in history), default=0) or 1
     for h in history:
         bar = "█" * max(1, round(BAR * h.get(shown, 0) / top))
-        values = " | ".join(f"{h[m]:.4f}" if m in h else "-" for m in metrics)
+        values = " | ".join(f"{h[m]:.4f}" if m in h else "-" for m in curve)
         lines.append(
             f"| {h['epoch']} | {h['loss']:.4f} | {values} | {h.get(throughput[0], 0):,.0f} | `{bar}` |"
         )
@@ -93,6 +101,24 @@ def model_card(
         "",
     ]
     return "\n".join(lines)
+
+
+def full_ranking_table(scores: dict[str, Any], names: tuple[str, ...]) -> list[str]:
+    """The model and item popularity under the same full-ranking protocol (every unseen item ranked)."""
+    names = tuple(n for n in names if n in scores)
+    if not names:
+        return []
+    rows = [("this model", scores)]
+    if all(f"popularity_{n}" in scores for n in names):
+        rows.append(("item popularity", {n: scores[f"popularity_{n}"] for n in names}))
+    return [
+        "",
+        "### Full ranking (each held-out item against every item the user has not seen)",
+        "",
+        "| | " + " | ".join(n.removeprefix("full_").upper() for n in names) + " |",
+        "|---|" + "---|" * len(names),
+        *(f"| {who} | " + " | ".join(f"{values[n]:.4f}" for n in names) + " |" for who, values in rows),
+    ]
 
 
 def _s(seconds: float | None) -> str:

@@ -26,7 +26,7 @@ def _vaecf_scores(result: dict[str, Any]) -> dict[str, Any]:
     item-popularity baseline's as `popularity_<metric>` (the card shows what the model adds)."""
     return {
         **result["mult_vae"],
-        **{f"popularity_{k}": v for k, v in result["popularity"].items()},
+        **{f"popularity_{k}": v for k, v in result["popularity"].items() if k != "full_users"},
         "users": result["users"],
     }
 
@@ -56,6 +56,8 @@ class ModelSpec:
     metrics: tuple[str, ...]  # shown: epoch table, learning curve, model card, flow result
     throughput: tuple[str, str]  # (epoch event key, label)
     scores: Callable[[dict[str, Any]], dict[str, Any]] = field(default=_identity)  # evaluate_bundle -> flat
+    # Full ranking against every unseen item (models/common/full_rank.py): the evaluate task's, not per epoch.
+    full_metrics: tuple[str, ...] = ("full_hr@10", "full_ndcg@10", "full_recall@20")
     epoch_note: Callable[[dict[str, Any], dict[str, Any]], tuple[dict[str, Any], str]] | None = None
 
     @property
@@ -69,6 +71,10 @@ class ModelSpec:
 
     def trainer_key(self, metric: str) -> str:
         return self.trainer_metric if metric == self.metric else metric
+
+    def selection_metric(self, params: Any) -> str:
+        """The champion rule's metric for a run of `params`: validation HR@10 when it holds one out."""
+        return "valid_hr@10" if getattr(params, "validation", False) else self.metric
 
 
 SPECS: dict[str, ModelSpec] = {

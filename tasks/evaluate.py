@@ -5,6 +5,10 @@ result), so another model plugs in by providing one. The trainer's value to matc
 `trainer_metric` (NCF: its last `hr@10`; VAE-CF: its `test_ndcg@100`, validation being another split). On
 CPUs the result must equal the trainer's last reported value exactly (same function, same data);
 on GPUs a different batch split across ranks can flip a tie, so a mismatch there is a warning.
+
+The scores also hold the full-ranking metrics (`full_hr@10`, `full_ndcg@10`, `full_recall@20`: every
+unseen item ranked, models/common/full_rank.py) and item popularity's under the same protocol
+(`popularity_full_*`). With a validation split, NCF's also hold `valid_hr@10` (the champion rule's).
 """
 
 from __future__ import annotations

@@ -49,7 +49,7 @@ def register_model(
     def card(reg: registry.Registration) -> str:
         return model_card(
             reg, data=data, params=params, history=training.get("history", []), training=training,
-            metrics=what.metrics, throughput=what.throughput,
+            metrics=what.metrics, throughput=what.throughput, full_metrics=what.full_metrics,
         )  # fmt: skip
 
     reg = registry.register(

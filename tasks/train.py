@@ -86,14 +86,16 @@ class EpochReporter:
     def _epoch(self, event: dict[str, Any]) -> None:
         rate_key, rate_label = self.model.throughput
         extra, note = self.model.epoch_note(event, self.start) if self.model.epoch_note else ({}, "")
+        shown = [name for name in self.model.metrics if name in event]  # test, per epoch
+        shown += [f"valid_{name}" for name in self.model.metrics if f"valid_{name}" in event]  # or validation
         row = {
             "epoch": event["epoch"], "loss": round(event["loss"], 5),
-            **{name.upper(): round(event[name], 5) for name in self.model.metrics},
+            **{name.upper(): round(event[name], 5) for name in shown},
             rate_label: round(event[rate_key]), "train s": round(event["train_seconds"], 3),
             "eval s": round(event["eval_seconds"], 3), **extra,
         }  # fmt: skip
         self.rows.append(row)
-        scores = " ".join(f"{name.upper()} {event[name]:.4f}" for name in self.model.metrics)
+        scores = " ".join(f"{name.upper()} {event[name]:.4f}" for name in shown)
         self.log.info(
             "epoch %d: loss %.4f %s, %s %s%s",
             event["epoch"], event["loss"], scores, f"{event[rate_key]:,.0f}", rate_label, f"; {note}" if note else "",

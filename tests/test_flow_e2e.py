@@ -185,6 +185,9 @@ def test_deployment_runs_caches_registers_and_refuses_bad_parameters(server):
     assert json.loads((champion.parent / "champion.json").read_text())["version"] == 1
     result = first["result"]
     assert result["bundle"] == str(champion) and result["hr@10"] == result["trainer_hr@10"]
+    for name in ("full_hr@10", "full_ndcg@10", "full_recall@20"):  # full ranking beside the sampled metrics
+        assert 0 <= result["popularity_" + name] <= 1 and 0 <= result[name] <= 1, result
+    assert "### Full ranking" in (champion / "MODEL_CARD.md").read_text()
     print(f"\nfirst run: {first['seconds']:.1f} s in the flow run, {result['seconds']}", file=sys.stderr)
 
     second = run_deployment(env, *where, "epochs=3")
@@ -233,6 +236,7 @@ def test_vae_cf_deployment_runs_through_the_same_tasks_and_registry(server):
     assert json.loads((champion.parent / "champion.json").read_text())["version"] == 1
     result = run["result"]
     assert result["bundle"] == str(champion) and result["ndcg@100"] == result["trainer_ndcg@100"]
+    assert 0 <= result["full_hr@10"] <= 1 and 0 <= result["full_ndcg@10"] <= 1, result
     print(f"\nvae-cf run: {run['seconds']:.1f} s in the flow run, {result['seconds']}", file=sys.stderr)
 
     failed = run_deployment(env, *where, "anneal=bogus", deployment=VAE_DEPLOYMENT)

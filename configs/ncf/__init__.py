@@ -21,7 +21,7 @@ NCF_CONFIG_DIR = Path(__file__).resolve().parent
 # Fields handed to the trainer as flags (models.ncf.train.TrainConfig has the same names).
 TRAIN_FIELDS = (
     "epochs", "batch_size", "lr", "beta1", "beta2", "eps", "negatives", "verified_negatives", "precision",
-    "target_hr", "seed", "cuda_graphs", "mf_dim", "mlp_layers", "dropout",
+    "target_hr", "patience", "seed", "cuda_graphs", "mf_dim", "mlp_layers", "dropout",
 )  # fmt: skip
 
 
@@ -43,6 +43,9 @@ class NCFTrainParams(TrainParams):
     verified_negatives: bool = False  # False: NVIDIA's unverified shortcut (~0.5% false negatives)
     precision: Literal["auto", "fp32", "tf32", "bf16", "fp16"] = "auto"  # auto: bf16 on GPUs, fp32 on CPUs
     target_hr: float = Field(default=0.9562, gt=0, le=1)  # MLPerf's ML-20M HR@10; 1.0 never stops early
+    patience: int = Field(
+        default=0, ge=0
+    )  # stop after this many epochs without a better selection HR@10; 0: never
     seed: int = Field(default=0, ge=0)
     cuda_graphs: bool = True  # replay each step as one CUDA graph on GPUs; ignored on CPUs and with fp16
     mf_dim: int = Field(default=64, ge=1)
@@ -50,6 +53,9 @@ class NCFTrainParams(TrainParams):
     dropout: float = Field(default=0.5, ge=0, lt=1)
     # Preprocessing
     test_negatives: int = Field(default=100, ge=1)  # per test user, as in the NCF paper and MLPerf
+    validation: bool = Field(
+        default=False, description="hold out each user's second-latest item: select (stop, promote) on it"
+    )  # off: NVIDIA's protocol, where the test set is also the stopping signal
 
     @field_validator("mlp_layers")
     @classmethod
@@ -65,7 +71,9 @@ class NCFTrainParams(TrainParams):
         return self
 
     def preprocess_config(self) -> PreprocessConfig:
-        return PreprocessConfig(protocol="ncf", test_negatives=self.test_negatives)
+        return PreprocessConfig(
+            protocol="ncf", test_negatives=self.test_negatives, validation=self.validation
+        )
 
 
 def dataset_defaults(dataset: str) -> dict[str, Any]:

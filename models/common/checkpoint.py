@@ -52,6 +52,7 @@ def trainer_state(trainer, epoch: int, history: list[dict]) -> dict[str, Any]:
         "history": history,
         "config": dataclasses.asdict(trainer.cfg),
         "world_size": trainer.d.world_size,
+        "best": getattr(trainer, "best", None),  # the best validation epoch's weights, if it keeps them
     }
 
 
@@ -75,4 +76,6 @@ def resume(
     trainer.model.load_state_dict(state["model"])
     trainer.optimizer.load_state_dict(state["optimizer"])
     trainer.scaler.load_state_dict(state["scaler"])
+    if state.get("best") is not None:
+        trainer.best = state["best"]
     return state["next_epoch"], state["history"]

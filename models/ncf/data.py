@@ -23,6 +23,12 @@ class NCFData:
     n_users: int
     n_items: int
     manifest: dict
+    valid_user: torch.Tensor | None = None  # (V,) int32 ascending: users with a validation item
+    valid_candidates: torch.Tensor | None = None  # (V, 1+K) int32: their validation positive, negatives
+
+    @property
+    def has_validation(self) -> bool:
+        return self.valid_user is not None
 
     @property
     def train_keys(self) -> torch.Tensor:
@@ -34,14 +40,12 @@ def load_ncf_data(folder: Path, device: torch.device) -> NCFData:
     folder = Path(folder)
     manifest = read_processed_manifest(folder, "ncf")
     train = read_table(folder / "train.parquet")
-    test = read_table(folder / "test.parquet")
-    k = test.schema.field("negatives").type.list_size
-    negatives = test.column("negatives").combine_chunks().flatten().to_numpy().reshape(-1, k)
-    candidates = np.concatenate([test.column("item").to_numpy()[:, None], negatives], axis=1)
+    _, candidates = read_heldout(folder / "test.parquet")
 
     def put(array: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.array(array, dtype=np.int32)).to(device)  # a writable copy
 
+    valid = read_heldout(folder / "valid.parquet") if (folder / "valid.parquet").is_file() else None
     counts = manifest["counts"]
     return NCFData(
         train_user=put(train.column("user").to_numpy()),
@@ -50,4 +54,15 @@ def load_ncf_data(folder: Path, device: torch.device) -> NCFData:
         n_users=int(counts["users"]),
         n_items=int(counts["items"]),
         manifest=manifest,
+        valid_user=None if valid is None else put(valid[0]),
+        valid_candidates=None if valid is None else put(valid[1]),
     )
+
+
+def read_heldout(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(users (R,), candidates (R, 1+K): the held-out positive, then its K negatives) of test/valid.parquet."""
+    table = read_table(path)
+    k = table.schema.field("negatives").type.list_size
+    negatives = table.column("negatives").combine_chunks().flatten().to_numpy().reshape(-1, k)
+    candidates = np.concatenate([table.column("item").to_numpy()[:, None], negatives], axis=1)
+    return table.column("user").to_numpy(), candidates

@@ -1,7 +1,10 @@
-"""Leave-one-out evaluation of NeuMF: HR@k and NDCG@k over every user's 1+K candidates.
+"""Leave-one-out evaluation of NeuMF: HR@k and NDCG@k over every user's 1+K candidates (sampled), and
+full-ranking HR@10, NDCG@10 and Recall@20 against every unseen item (models/common/full_rank.py).
 
-The trainer and the pipeline's evaluation task call the same function, so a bundle evaluated on its
-own reproduces the trainer's last figures (exactly, on the same device and precision).
+The trainer and the pipeline's evaluation task call the same functions, so a bundle evaluated on its
+own reproduces the trainer's figures (exactly, on the same device and precision). With a validation
+split (valid.parquet), validation users are scored the same way: their training items are seen; at
+test time the validation item is seen too.
 
     python -m models.ncf.evaluate --bundle OUT/bundle --data DATA_DIR
 """
@@ -13,10 +16,13 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from models.common.distributed import all_reduce_sum
+from models.common.full_rank import CSR, METRICS, ScoreFn, full_rank_metrics, popularity_scorer
 from models.common.precision import Precision, resolve_precision
+from models.ncf.data import NCFData
 from models.ncf.metrics import hit_ndcg
 from models.ncf.model import NeuMF
 
@@ -36,8 +42,11 @@ def chunk_sums(model: NeuMF, precision: Precision, k: int) -> SumsFn:
 
 
 @torch.no_grad()
-def candidate_sums(sums_fn: SumsFn, candidates: torch.Tensor, chunk: int = 32768) -> torch.Tensor:
-    """[sum of hits, sum of NDCG] over the users of `candidates` (row u = user u of the model)."""
+def candidate_sums(
+    sums_fn: SumsFn, candidates: torch.Tensor, chunk: int = 32768, users: torch.Tensor | None = None
+) -> torch.Tensor:
+    """[sum of hits, sum of NDCG] over the rows of `candidates`: row r is user users[r] of the model
+    (default: row u is user u)."""
     n_users, device = candidates.shape[0], candidates.device
     sums = torch.zeros(2, device=device)
     if n_users == 0:
@@ -47,8 +56,43 @@ def candidate_sums(sums_fn: SumsFn, candidates: torch.Tensor, chunk: int = 32768
         # Fixed-size chunks (the last one padded and masked) keep one shape for every kernel.
         rows = torch.arange(start, start + chunk, device=device)
         index = rows.clamp(max=n_users - 1)
-        sums += sums_fn(index.int(), candidates[index], (rows < n_users).float())
+        who = index.int() if users is None else users[index].int()
+        sums += sums_fn(who, candidates[index], (rows < n_users).float())
     return sums
+
+
+def full_rank_chunk(n_items: int, width: int, budget_bytes: int = 2**31) -> int:
+    """Users per full-ranking chunk: the first MLP layer's (users x items x width) bf16 output fits."""
+    return max(1, budget_bytes // (2 * n_items * max(1, width)))
+
+
+def ncf_scorer(model: NeuMF, precision: Precision) -> ScoreFn:
+    """users -> logits (U, items) for every item, in the model's evaluation precision."""
+
+    def score(users: torch.Tensor) -> torch.Tensor:
+        with precision.autocast(users.device):
+            return model.score_items(users)
+
+    return score
+
+
+def seen_items(data: NCFData, split: str) -> CSR:
+    """Each user's items excluded from ranking: training items, and at test time the validation item."""
+    users, items = data.train_user, data.train_item
+    if split == "test" and data.has_validation:
+        users = torch.cat([users, data.valid_user])
+        items = torch.cat([items, data.valid_candidates[:, 0]])
+    return CSR.from_pairs(users, items, data.n_users)  # built where the data lives
+
+
+def full_rank(score_fn: ScoreFn, data: NCFData, split: str = "test", chunk: int = 1024) -> dict[str, float]:
+    """Full-ranking metrics of `split`'s held-out item of each of its users (one host process)."""
+    if split == "test":
+        users, held_out = torch.arange(data.n_users, device=data.candidates.device), data.candidates[:, 0]
+    else:
+        users, held_out = data.valid_user.long(), data.valid_candidates[:, 0]
+    targets = CSR.from_numpy(np.arange(len(users) + 1), held_out.cpu().numpy(), users.device)
+    return full_rank_metrics(score_fn, users, seen_items(data, split), targets, chunk=chunk)
 
 
 @torch.no_grad()
@@ -78,10 +122,20 @@ def evaluate_bundle(
         raise SystemExit(f"error: {bundle_dir} was trained on other data than {data_dir}")
     train_cfg = bundle.config["train"]
     resolved = resolve_precision(precision or train_cfg["precision"], where)
-    bundle.model.eval()
-    sums_fn = chunk_sums(bundle.model, resolved, train_cfg["topk"])
+    model = bundle.model.eval()
+    sums_fn = chunk_sums(model, resolved, train_cfg["topk"])
     hr, ndcg = evaluate(sums_fn, data.candidates, chunk=train_cfg["eval_users_per_chunk"])
-    return {"hr@10": hr, "ndcg@10": ndcg, "users": data.n_users, "precision": resolved.name}
+    result = {"hr@10": hr, "ndcg@10": ndcg, "users": data.n_users, "precision": resolved.name}
+    if data.has_validation:
+        sums = candidate_sums(
+            sums_fn, data.valid_candidates, train_cfg["eval_users_per_chunk"], data.valid_user
+        )
+        valid_hr, valid_ndcg = (sums / max(1, len(data.valid_user))).tolist()
+        result |= {"valid_hr@10": valid_hr, "valid_ndcg@10": valid_ndcg}
+    chunk = full_rank_chunk(data.n_items, model.config.mlp_layers[1] if model.config.mlp_layers else 1)
+    full = full_rank(ncf_scorer(model, resolved), data, "test", chunk)
+    popular = full_rank(popularity_scorer(data.train_item, data.n_items), data, "test", chunk)
+    return result | full | {f"popularity_{k}": v for k, v in popular.items() if k in METRICS}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -139,3 +139,34 @@ class NeuMF(nn.Module):
         hu = F.linear(u_mlp, first.weight[:, :half], first.bias)  # (U, mlp1): the bias once per user
         hi = F.linear(i_mlp, first.weight[:, half:])  # (U, C, mlp1)
         return self._head(gmf, self.act(hi, 0, extra=hu))  # relu(hi + hu[:, None]), one fused pass
+
+    def score_items(self, users: Tensor, items: Tensor | None = None) -> Tensor:
+        """Logits (U, I) of users (U,) against the same items (I,) (all items when None): full ranking.
+
+        forward() on every pair, up to rounding, with the work shared across pairs: the GMF term is one
+        (U, mf) x (mf, I) product, and the first MLP layer's item half is computed once per item. That
+        layer's output relu(W_u u + W_i i + b) is itself one GEMM with a fused ReLU: [i, 1] (I, h/2+1)
+        times [W_i^T; W_u u + b] stacked for every user ((h/2+1, U*h1)); its rows come out (item,
+        user)-major, ready for the remaining layers as plain GEMMs (bias and ReLU in the epilogue).
+        """
+        c, dev = self.config, users.device
+        items = torch.arange(c.n_items, device=dev) if items is None else items
+        u_mf, u_mlp = self.embed(self.user_embed, users)  # (U, mf), (U, mlp0/2)
+        i_mf, i_mlp = self.embed(self.item_embed, items)  # (I, mf), (I, mlp0/2)
+        w = self.final.weight  # (1, mf + mlp[-1])
+        gmf = (u_mf * w[0, : c.mf_dim].to(u_mf.dtype)) @ i_mf.T  # (U, I)
+        if not self.mlp:
+            return gmf.float() + self.final.bias.float()
+        first, dtype = self.mlp[0], i_mlp.dtype
+        half, n_users, n_items = first.in_features // 2, len(users), len(items)
+        hu = F.linear(u_mlp, first.weight[:, :half].to(dtype), first.bias.to(dtype))  # (U, h1)
+        pad = -(half + 1) % 8  # K a multiple of 8: the tensor-core path of the GEMM
+        a = torch.cat([i_mlp, i_mlp.new_ones(n_items, 1), i_mlp.new_zeros(n_items, pad)], dim=1)  # (I, K)
+        w_item = first.weight[:, half:].T.to(dtype)[:, None, :].expand(half, n_users, -1)  # (h/2, U, h1)
+        b = torch.cat([w_item, hu[None], hu.new_zeros(pad, *hu.shape)])  # (K, U, h1)
+        h = torch._addmm_activation(hu.new_zeros(()), a, b.reshape(len(b), -1))  # (I, U*h1): relu fused
+        h = h.view(n_items * n_users, -1)
+        for layer in self.mlp[1:]:
+            h = torch._addmm_activation(layer.bias.to(dtype), h, layer.weight.T.to(dtype))  # (I*U, h)
+        mlp = F.linear(h, w[:, c.mf_dim :].to(dtype), self.final.bias.to(dtype)).view(n_items, n_users)
+        return gmf.float() + mlp.T.float()

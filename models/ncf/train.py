@@ -8,6 +8,11 @@ Imports torch, numpy, pyarrow (and CuPy and Triton on GPUs) only: it runs where 
 Started again with the same --out, it resumes after the last complete epoch and ends with the same
 weights as a run that was never interrupted. stdout: one JSON object per event; stderr: progress.
 
+Model selection: on data with a validation split (`ncflow data --validation`), each epoch is scored on
+the validation users only (`valid_hr@10`), which drives target_hr, patience and the choice of weights:
+the bundle holds the best validation epoch's weights, and test is scored once, on them, at the end.
+Without one, each epoch is scored on test (NVIDIA's protocol) and the bundle is the last epoch's.
+
 How a step is fast:
 - All data lives on the device. Each epoch the sampler draws `negatives` items per positive (CuPy on
   GPUs, NumPy on CPUs, handed over through DLPack); a step's rows are (B, 1+k) items with their user,
@@ -48,6 +53,7 @@ from models.ncf.data import NCFData, load_ncf_data
 from models.ncf.evaluate import candidate_sums, chunk_sums
 from models.ncf.model import NeuMF, NeuMFConfig
 from models.ncf.sampler import draw_negatives, permutation
+from models.ncf.selection import stop_reason, summarize
 from ncflow.rng import stream_key
 
 
@@ -63,6 +69,7 @@ class TrainConfig:
     verified_negatives: bool = False  # False: NVIDIA's unverified "shortcut" (~0.5% false negatives)
     precision: str = "auto"  # fp32 | tf32 | bf16 | fp16; auto: bf16 on GPUs, fp32 on CPUs
     target_hr: float = 0.9562  # HR@10 that ends training: the MLPerf/NVIDIA ml-20m target
+    patience: int = 0  # stop after this many epochs without a better selection HR@10; 0: never
     topk: int = 10
     seed: int = 0
     device: str = "auto"  # auto | cuda | cpu
@@ -83,6 +90,7 @@ class TrainConfig:
             "device must be auto, cuda or cpu": self.device in ("auto", "cuda", "cpu"),
             "target-hr must be in (0, 1]": 0 < self.target_hr <= 1,
             "eval-users-per-chunk must be >= 1": self.eval_users_per_chunk >= 1,
+            "patience must be >= 0": self.patience >= 0,
         }
         bad = [message for message, ok in checks.items() if not ok]
         if bad:
@@ -155,6 +163,11 @@ class Trainer:
         self.use_graph = cfg.cuda_graphs and d.device.type == "cuda" and not precision.loss_scaling
         self.eval_sums = chunk_sums(self.model, precision, cfg.topk)
         self._saving: threading.Thread | None = None
+        self.best: dict | None = None  # {"epoch", "value", "model": this rank's weights} (validation)
+        if data.has_validation:  # this rank's validation users, as local rows of its user table
+            mine = (data.valid_user >= self.user_lo) & (data.valid_user < self.user_hi)
+            self.valid_local = (data.valid_user[mine] - self.user_lo).contiguous()
+            self.valid_candidates = data.valid_candidates[mine].contiguous()
 
     # ------------------------------------------------------------------------------------- the step
     def forward_backward(self) -> torch.Tensor:
@@ -244,6 +257,28 @@ class Trainer:
         hr, ndcg = (sums / self.data.n_users).tolist()
         return hr, ndcg
 
+    def validate(self) -> tuple[float, float]:
+        """HR@k and NDCG@k over the validation users: each rank scores those it owns."""
+        self.model.eval()
+        sums = candidate_sums(
+            self.eval_sums, self.valid_candidates, self.cfg.eval_users_per_chunk, self.valid_local
+        )
+        hr, ndcg = (all_reduce_sum(sums) / max(1, len(self.data.valid_user))).tolist()
+        return hr, ndcg
+
+    def keep_if_best(self, epoch: int, value: float) -> bool:
+        """Copy this rank's weights when `value` beats the best so far (on the device: no transfer)."""
+        if self.best is not None and value <= self.best["value"]:
+            return False
+        weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        self.best = {"epoch": epoch, "value": value, "model": weights}
+        return True
+
+    def restore_best(self) -> None:
+        """Load the kept weights in place (the captured step's tensors keep their addresses)."""
+        if self.best is not None:
+            self.model.load_state_dict(self.best["model"])
+
     def warm_up(self) -> None:
         """Compile the kernels and capture the step before the clock starts; weights stay untouched."""
         b = self.batch_positives
@@ -288,9 +323,14 @@ class Trainer:
             optimizer[name][index] = self.full_rows(optimizer[name][index])
         model = self.model.state_dict()
         model["user_embed.weight"] = self.full_rows(self.user_table.detach())
+        best = None
+        if self.best is not None:
+            best = {**self.best, "model": dict(self.best["model"])}
+            best["model"]["user_embed.weight"] = self.full_rows(self.best["model"]["user_embed.weight"])
         return {
             "model": model, "optimizer": optimizer, "scaler": self.scaler.state_dict(), "next_epoch": epoch + 1,
             "history": history, "config": dataclasses.asdict(self.cfg), "world_size": self.d.world_size,
+            "best": best,
         }  # fmt: skip
 
     def load_state(self, state: dict) -> None:
@@ -304,6 +344,10 @@ class Trainer:
             optimizer[name][index] = optimizer[name][index][lo:hi]
         self.optimizer.load_state_dict(optimizer)
         self.scaler.load_state_dict(state["scaler"])
+        if state.get("best") is not None:
+            best = state["best"]
+            best["model"]["user_embed.weight"] = best["model"]["user_embed.weight"][lo:hi]
+            self.best = best
 
     def save(self, out: Path, epoch: int, history: list[dict], on_saved=None) -> None:
         """Checkpoint in the background: the next epoch trains while the file is written and renamed.
@@ -324,6 +368,7 @@ class Trainer:
         }
         on_host["model"] = {k: v.detach().cpu() for k, v in state["model"].items()}
         on_host["optimizer"] = _to_cpu(state["optimizer"])
+        on_host["best"] = _to_cpu(state["best"])
 
         def write() -> None:
             save_checkpoint(out, on_host)
@@ -394,7 +439,10 @@ def train(cfg: TrainConfig, data_dir: Path, out: Path, d: Dist) -> dict:
         if trainer.graph is not None else f"eager mode ({d.device.type})"
     )  # fmt: skip
 
-    done = any(h["hr@10"] >= cfg.target_hr for h in history)
+    validating = data.has_validation
+    prefix = "valid_" if validating else ""  # the selection metric: validation HR@10, else test HR@10
+    key = f"{prefix}hr@10"
+    done = stop_reason(history, key, cfg.target_hr, cfg.patience) is not None
     for epoch in range(start_epoch, cfg.epochs):
         if done:
             break
@@ -403,26 +451,45 @@ def train(cfg: TrainConfig, data_dir: Path, out: Path, d: Dist) -> dict:
         loss = trainer.train_epoch(epoch)
         sync(d.device)
         t1 = time.perf_counter()
-        hr, ndcg = trainer.evaluate()
+        hr, ndcg = trainer.validate() if validating else trainer.evaluate()
         sync(d.device)
         t2 = time.perf_counter()
         samples = trainer.steps * trainer.batch_positives * (1 + cfg.negatives) * d.world_size
+        scored = data.valid_candidates if validating else data.candidates
         record = {
-            "epoch": epoch, "loss": loss, "hr@10": hr, "ndcg@10": ndcg,
+            "epoch": epoch, "loss": loss, key: hr, f"{prefix}ndcg@10": ndcg,
             "train_seconds": t1 - t0, "eval_seconds": t2 - t1,
             "train_samples_per_s": samples / (t1 - t0),
-            "eval_samples_per_s": data.candidates.numel() / (t2 - t1),
+            "eval_samples_per_s": scored.numel() / (t2 - t1),
         }  # fmt: skip
         history.append(record)
-        done = hr >= cfg.target_hr
+        if validating:
+            trainer.keep_if_best(epoch, hr)
+        done = stop_reason(history, key, cfg.target_hr, cfg.patience) is not None
         if not done and epoch + 1 < cfg.epochs:  # the last epoch ends in the bundle, not a checkpoint
             trainer.save(out, epoch, history, lambda e: events.emit("checkpoint", epoch=e))
         events.emit("epoch", **record)
         events.say(
-            f"epoch {epoch:3d}  loss {loss:.4f}  HR@{cfg.topk} {hr:.4f}  NDCG@{cfg.topk} {ndcg:.4f}  "
+            f"epoch {epoch:3d}  loss {loss:.4f}  {prefix}HR@{cfg.topk} {hr:.4f}  {prefix}NDCG@{cfg.topk} {ndcg:.4f}  "
             f"{record['train_samples_per_s'] / 1e6:.1f}M samples/s  {t1 - t0:.2f}s + eval {t2 - t1:.2f}s"
         )
-    summary = summarize(history, cfg.target_hr)
+    summary = summarize(history, cfg.target_hr, key)
+    summary["stopped"] = stop_reason(history, key, cfg.target_hr, cfg.patience) or "epochs"
+    if validating and history:
+        trainer.restore_best()
+        best = trainer.best["epoch"]
+        test_hr, test_ndcg = trainer.evaluate()  # test, once, on the selected weights
+        chosen = next(h for h in history if h["epoch"] == best)
+        summary |= {
+            "hr@10": test_hr, "ndcg@10": test_ndcg, "valid_hr@10": chosen["valid_hr@10"],
+            "valid_ndcg@10": chosen["valid_ndcg@10"], "weights_epoch": best,
+        }  # fmt: skip
+        events.say(
+            f"kept the weights of epoch {best} (best valid HR@{cfg.topk} {chosen['valid_hr@10']:.4f}); "
+            f"test HR@{cfg.topk} {test_hr:.4f}  NDCG@{cfg.topk} {test_ndcg:.4f}"
+        )
+    elif history:
+        summary["weights_epoch"] = history[-1]["epoch"]
     model = trainer.full_model()  # collective
     trainer.wait_for_save()
     if d.is_main:
@@ -431,24 +498,6 @@ def train(cfg: TrainConfig, data_dir: Path, out: Path, d: Dist) -> dict:
     summary["process_s"] = process_age()
     events.emit("done", **summary)
     return summary
-
-
-def summarize(history: list[dict], target_hr: float) -> dict:
-    if not history:
-        return {"epochs": 0}
-    best = max(history, key=lambda h: h["hr@10"])
-    elapsed, time_to_target = 0.0, None
-    for h in history:
-        elapsed += h["train_seconds"] + h["eval_seconds"]
-        if time_to_target is None and h["hr@10"] >= target_hr:
-            time_to_target = elapsed
-    last = history[-1]
-    return {
-        "epochs": len(history), "hr@10": last["hr@10"], "ndcg@10": last["ndcg@10"], "loss": last["loss"],
-        "best_epoch": best["epoch"], "best_hr@10": best["hr@10"], "target_hr": target_hr,
-        "time_to_target_s": time_to_target, "train_seconds": sum(h["train_seconds"] for h in history),
-        "seconds": elapsed,
-    }  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

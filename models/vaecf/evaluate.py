@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from models.common.distributed import all_reduce_sum
+from models.common.full_rank import CSR, full_rank_metrics
 from models.common.precision import Precision, resolve_precision
 from models.vaecf.data import CSRTensors, SparseBatch, load_vae_data, row_slice
 from models.vaecf.metrics import NDCG_K, RECALL_KS, mask_foldin, ranking_metrics
@@ -65,6 +66,22 @@ def evaluate(
     return dict(zip(METRICS, (sums / max(1, n_users)).tolist()))
 
 
+def full_rank(
+    score_fn: ScoreFn, foldin: CSRTensors, target: CSRTensors, chunk: int = 4096
+) -> dict[str, float]:
+    """Full-ranking HR@10, NDCG@10, Recall@20 (models/common/full_rank.py) of held-out users: each
+    user's fold-in items are the seen ones, its target items the held-out ones."""
+    seen = CSR(foldin.indptr, foldin.indices, foldin.indptr_host)
+    targets = CSR(target.indptr, target.indices, target.indptr_host)
+
+    def score(rows: Tensor) -> Tensor:  # rows: a contiguous range of held-out users (rank_users' chunks)
+        lo, hi = int(rows[0]), int(rows[-1]) + 1
+        return score_fn(row_slice(foldin, lo, hi))
+
+    users = torch.arange(foldin.rows, device=foldin.indices.device)
+    return full_rank_metrics(score, users, seen, targets, chunk=chunk)
+
+
 def evaluate_bundle(bundle_dir: Path, data_dir: Path, split: str = "test", device: str = "cpu") -> dict:
     """A saved bundle and the popularity baseline on a processed dataset's held-out users."""
     from models.vaecf.bundle import load_bundle
@@ -76,8 +93,12 @@ def evaluate_bundle(bundle_dir: Path, data_dir: Path, split: str = "test", devic
         raise SystemExit(f"error: {bundle_dir} was trained on other data than {data_dir}")
     precision = resolve_precision(bundle.config["train"]["precision"] if device != "cpu" else "fp32", where)
     foldin, target = data.heldout(split)
-    model = evaluate(model_scorer(bundle.model.eval(), precision), foldin, target)
-    popular = evaluate(popularity_scorer(data.train, data.n_items), foldin, target)
+    scorer, popularity = (
+        model_scorer(bundle.model.eval(), precision),
+        popularity_scorer(data.train, data.n_items),
+    )
+    model = evaluate(scorer, foldin, target) | full_rank(scorer, foldin, target)
+    popular = evaluate(popularity, foldin, target) | full_rank(popularity, foldin, target)
     return {
         "split": split,
         "users": foldin.rows,

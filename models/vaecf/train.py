@@ -11,6 +11,10 @@ with the same weights as an uninterrupted run. --epochs may differ on resume (no
 depends on the total), so a finished run can be extended; any other change of config is refused.
 stdout: one JSON object per event (start, resume, epoch, done); stderr: progress.
 
+Model selection: every epoch is scored on the validation users, and the bundle holds the weights of
+the epoch with the best validation NDCG@100 (as the paper does), not the last; test is scored once, on
+them, at the end. The `done` event names that epoch (`weights_epoch`).
+
 How an epoch works: all data lives on the device. The training users are shuffled by a permutation
 that is a pure function of (seed, epoch), the same on every rank; rank r takes every world_size-th
 user, so ranks hold equal shares and take equal step counts. That shard is gathered once into its own
@@ -132,6 +136,13 @@ class Trainer:
                 f"error: {data.train.rows} training users cannot be shared by {d.world_size} ranks"
             )
         self.batch, self.steps = even_batches(self.local_users, max(1, cfg.batch_size // d.world_size))
+        self.best: dict | None = None  # {"epoch", "value", "model"}: the best validation epoch so far
+
+    def keep_if_best(self, epoch: int, value: float) -> None:
+        """Copy the weights when `value` (validation NDCG@100) beats the best so far; a tie does not."""
+        if self.best is None or value > self.best["value"]:
+            weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            self.best = {"epoch": epoch, "value": value, "model": weights}
 
     def _forward_loss(self, indices, offsets, weights, noise, rows, counts, beta):
         with self.precision.autocast(self.d.device):
@@ -236,6 +247,7 @@ def train(cfg: TrainConfig, data_dir: Path, out: Path, d: Dist) -> dict:
             "users_per_s": users / (t1 - t0), "train_seconds": t1 - t0, "eval_seconds": t2 - t1, "seconds": t2 - t0,
         }  # fmt: skip
         history.append(record)
+        trainer.keep_if_best(epoch, valid["ndcg@100"])
         if d.is_main and ((epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs):
             save_checkpoint(out, trainer_state(trainer, epoch, history))
         events.emit("epoch", **record)
@@ -244,8 +256,13 @@ def train(cfg: TrainConfig, data_dir: Path, out: Path, d: Dist) -> dict:
             f"R@50 {valid['recall@50']:.4f}  {record['users_per_s']:,.0f} users/s  "
             f"{t1 - t0:.2f}s + eval {t2 - t1:.2f}s"
         )
+    if trainer.best is not None:
+        trainer.model.load_state_dict(trainer.best["model"])
+        events.say(f"kept the weights of epoch {trainer.best['epoch']}: best validation NDCG@100")
     test = trainer.evaluate("test")
     summary = summarize(history, test)
+    if trainer.best is not None:
+        summary["weights_epoch"] = trainer.best["epoch"]
     if d.is_main:
         summary["bundle"] = str(write_bundle_for(out, trainer, cfg, data_dir, summary, history))
     events.emit("done", **summary)

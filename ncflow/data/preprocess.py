@@ -10,6 +10,7 @@ never be mistaken for an old result. It is written to a temporary folder and ren
       items.parquet      index -> original item id, title
       train.parquet      user, item                            (ncf: sorted by user, item)
       test.parquet       user, item, negatives[K]              (ncf)
+      valid.parquet      user, item, negatives[K]              (ncf with validation: users with >= 3 items)
       <split>.parquet    user_id, items: list<int32> (a CSR row per user)   (vaecf)
 """
 
@@ -91,6 +92,7 @@ def preprocess(
         split = ncf_split(
             xp, user, item, xp.asarray(interactions.timestamp),
             negatives=config.test_negatives, distinct=config.distinct_negatives, seed=config.seed,
+            validation=config.validation,
         )  # fmt: skip
         tables = ncf_tables(split)
         counts = {
@@ -100,6 +102,8 @@ def preprocess(
             "test_users": split.n_users,
             "test_negatives": config.test_negatives,
         }
+        if split.valid_user is not None:
+            counts["valid_users"] = len(split.valid_user)
         item_ids = to_numpy(split.item_ids)
     else:
         vsplit = vae_split(
@@ -148,19 +152,27 @@ def preprocess(
 
 def ncf_tables(split) -> dict[str, pa.Table]:
     n_users = split.n_users
-    negatives = to_numpy(split.test_negatives)
-    k = negatives.shape[1]
-    return {
+    tables = {
         "users": pa.table({"index": np.arange(n_users, dtype=np.int32), "id": to_numpy(split.user_ids)}),
         "train": pa.table({"user": to_numpy(split.train_user), "item": to_numpy(split.train_item)}),
-        "test": pa.table(
-            {
-                "user": np.arange(n_users, dtype=np.int32),
-                "item": to_numpy(split.test_item),
-                "negatives": pa.FixedSizeListArray.from_arrays(pa.array(negatives.reshape(-1)), k),
-            }
-        ),
+        "test": heldout_table(np.arange(n_users, dtype=np.int32), split.test_item, split.test_negatives),
     }
+    if split.valid_user is not None:
+        tables["valid"] = heldout_table(split.valid_user, split.valid_item, split.valid_negatives)
+    return tables
+
+
+def heldout_table(users, items, negatives) -> pa.Table:
+    """One held-out positive per row with its K sampled negatives (test.parquet, valid.parquet)."""
+    negatives = to_numpy(negatives)
+    k = negatives.shape[1]
+    return pa.table(
+        {
+            "user": to_numpy(users).astype(np.int32),
+            "item": to_numpy(items),
+            "negatives": pa.FixedSizeListArray.from_arrays(pa.array(negatives.reshape(-1)), k),
+        }
+    )
 
 
 def csr_table(part) -> pa.Table:
