@@ -174,18 +174,22 @@ def test_bad_input_one_line_and_no_output(root, scheduler, tmp_path, capsys, arg
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("name", ["out", "out.parquet"])
-def test_a_failing_worker_leaves_no_partial_output(root, scheduler, tmp_path, monkeypatch, name):
-    """Parts fail on the workers (k above the item count, the caller's check switched off): the
-    staging folder goes, and an earlier output at the same path is left as it was."""
+@pytest.mark.parametrize(
+    "name, k, message",
+    [("out", 301, "above the item count"), ("out.parquet", 200, "fewer than 200 unseen items")],
+)
+def test_a_failing_worker_leaves_no_partial_output(root, scheduler, tmp_path, monkeypatch, name, k, message):
+    """Parts fail on the workers (k above the item count, or above a user's unseen items: the caller's
+    check switched off, and -1 padding is never written): the staging folder goes, and an earlier
+    output at the same path is left as it was."""
     import ncflow.batch.recommend_all as module
 
     monkeypatch.setattr(module, "check_k", lambda k, sizes: None)
     job = locate_job("ncf", "synth-tiny", registry_dir=root / "registry", device="cpu", chunk=64)
     (tmp_path / name).write_text("earlier output") if name.endswith(".parquet") else (tmp_path / name).mkdir()
     before = sorted(p.name for p in tmp_path.iterdir())
-    with dask_client(scheduler=scheduler) as client, pytest.raises(RuntimeError):
-        recommend_all(client, job, 301, tmp_path / name)
+    with dask_client(scheduler=scheduler) as client, pytest.raises(ValueError, match=message):
+        recommend_all(client, job, k, tmp_path / name)
     assert sorted(p.name for p in tmp_path.iterdir()) == before
     with pytest.raises(NcflowError, match="no ncf model registered"):
         locate_job("ncf", "synth-tiny", "latest", registry_dir=tmp_path)

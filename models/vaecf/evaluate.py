@@ -19,6 +19,7 @@ from torch import Tensor
 
 from models.common.distributed import all_reduce_sum
 from models.common.full_rank import CSR, full_rank_metrics
+from models.common.full_rank import ScoreFn as RowScoreFn
 from models.common.precision import Precision, resolve_precision
 from models.vaecf.data import CSRTensors, SparseBatch, load_vae_data, row_slice
 from models.vaecf.metrics import NDCG_K, RECALL_KS, mask_foldin, ranking_metrics
@@ -66,20 +67,31 @@ def evaluate(
     return dict(zip(METRICS, (sums / max(1, n_users)).tolist()))
 
 
+def as_csr(rows: CSRTensors) -> CSR:
+    """The same rows as the full-ranking scorer's CSR (no copy)."""
+    return CSR(rows.indptr, rows.indices, rows.indptr_host)
+
+
+def row_scorer(score_fn: ScoreFn, foldin: CSRTensors) -> RowScoreFn:
+    """`score_fn` as models/common/full_rank.py's scorer: rank_users' users are rows of `foldin`, each
+    folded in from its own items. Evaluation and `recommend --all` both score through this."""
+
+    def score(rows: Tensor) -> Tensor:  # a contiguous, ascending range of rows (rank_users' chunks)
+        lo, hi = int(rows[0]), int(rows[-1]) + 1
+        if hi - lo != len(rows):
+            raise ValueError(f"rows must be a contiguous ascending range, got {len(rows)} in [{lo}, {hi})")
+        return score_fn(row_slice(foldin, lo, hi))
+
+    return score
+
+
 def full_rank(
     score_fn: ScoreFn, foldin: CSRTensors, target: CSRTensors, chunk: int = 4096
 ) -> dict[str, float]:
     """Full-ranking HR@10, NDCG@10, Recall@20 (models/common/full_rank.py) of held-out users: each
     user's fold-in items are the seen ones, its target items the held-out ones."""
-    seen = CSR(foldin.indptr, foldin.indices, foldin.indptr_host)
-    targets = CSR(target.indptr, target.indices, target.indptr_host)
-
-    def score(rows: Tensor) -> Tensor:  # rows: a contiguous range of held-out users (rank_users' chunks)
-        lo, hi = int(rows[0]), int(rows[-1]) + 1
-        return score_fn(row_slice(foldin, lo, hi))
-
     users = torch.arange(foldin.rows, device=foldin.indices.device)
-    return full_rank_metrics(score, users, seen, targets, chunk=chunk)
+    return full_rank_metrics(row_scorer(score_fn, foldin), users, as_csr(foldin), as_csr(target), chunk=chunk)
 
 
 def evaluate_bundle(bundle_dir: Path, data_dir: Path, split: str = "test", device: str = "cpu") -> dict:

@@ -20,6 +20,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ncflow.atomic import atomic_dir, atomic_file
@@ -40,14 +41,14 @@ class Job:
 
 @functools.lru_cache(maxsize=2)  # per worker process: describe() and score_part() share one load
 def scorer(job: Job):
-    from ncflow.batch.topk_scorer import ncf_scorer, vaecf_scorer
+    from ncflow.batch.user_scorer import ncf_user_scorer, vaecf_user_scorer
 
     if job.model == "ncf":
-        loaded = ncf_scorer(Path(job.bundle), job.device, job.precision)
+        loaded = ncf_user_scorer(Path(job.bundle), job.device, job.precision)
     elif job.data_dir is None:
         raise ValueError("vae-cf scoring needs the processed dataset (data_dir)")
     else:
-        loaded = vaecf_scorer(Path(job.bundle), Path(job.data_dir), job.device, job.precision)
+        loaded = vaecf_user_scorer(Path(job.bundle), Path(job.data_dir), job.device, job.precision)
     loaded.chunk = job.chunk or loaded.chunk
     return loaded
 
@@ -61,11 +62,15 @@ def describe(job: Job) -> dict[str, int]:
 
 def score_part(job: Job, lo: int, hi: int, k: int, path: str) -> int:
     """Users [lo, hi)'s top-k written to `path`; returns the row count."""
-    from ncflow.batch.topk_scorer import write_part
-
     table = scorer(job).top_k(lo, hi, k)
     write_part(table, Path(path))
     return table.num_rows
+
+
+def write_part(table: pa.Table, path: Path) -> None:
+    """One Parquet part, written under a temporary name and renamed: a reader sees it whole or not."""
+    with atomic_file(path) as handle:
+        pq.write_table(table, handle)
 
 
 def check_k(k: int, sizes: dict[str, int]) -> None:
