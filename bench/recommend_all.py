@@ -2,14 +2,17 @@
 
     python bench/recommend_all.py --json out.json                    # NCF and Mult-VAE, one GPU, in-process
     python bench/recommend_all.py --model ncf --dask --workers 2     # also through Dask (dask-cuda)
+    python bench/recommend_all.py --users 2000 --items 500 --seen 20000 --device cpu   # a CPU smoke run
 
 Synthetic models with random weights in NVIDIA's ml-20m shapes (NeuMF 64 / [256, 256, 128, 64];
 Mult-VAE [I -> 600 -> 200]) and ~20M random seen items (ml-20m's count). What is timed:
 - `score_write_s`: every user scored against every item, seen items masked, top-k, the rows copied to
-  the host and written as one Parquet file (ncflow.batch.topk_scorer.UserScorer.top_k + write_part);
+  the host and written as one Parquet file (ncflow.batch.user_scorer.UserScorer.top_k, which runs
+  models/common/full_rank.rank_users, + ncflow.batch.recommend_all.write_part);
 - `load_s`: reading the bundle and building the scorer (once per worker per job);
 - with --dask: `recommend_all` end to end on a started LocalCUDACluster (one part per GPU).
-The first in-process pass is a warm-up; the figure is the best of --repeats.
+The first in-process pass is a warm-up; the figure is the best of --repeats. Needs only torch, numpy,
+pyarrow and safetensors; dask (and dask-cuda on GPUs) only with --dask.
 """
 
 from __future__ import annotations
@@ -33,7 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from models.ncf.model import NeuMF, NeuMFConfig  # noqa: E402
 from models.vaecf.model import MultVAE, VAEConfig  # noqa: E402
-from ncflow.batch.topk_scorer import ncf_scorer, vaecf_scorer, write_part  # noqa: E402
+from ncflow.batch.recommend_all import Job, write_part  # noqa: E402
+from ncflow.batch.user_scorer import ncf_user_scorer, vaecf_user_scorer  # noqa: E402
 
 SPLITS = ("train", "valid_foldin", "valid_target", "test_foldin", "test_target")
 
@@ -97,22 +101,22 @@ def vae_bundle(
     return folder
 
 
-def sync() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def time_inprocess(make, k: int, repeats: int, out: Path) -> dict:
     start = time.perf_counter()
     scorer = make()
-    sync()
+    sync(scorer.device)
     load = time.perf_counter() - start
     best = float("inf")
     for _ in range(repeats + 1):  # the first pass warms up kernels and the allocator
         out.unlink(missing_ok=True)
-        sync()
+        sync(scorer.device)
         start = time.perf_counter()
-        write_part(scorer.top_k(0, scorer.n_users, k), out)
+        write_part(scorer.top_k(0, scorer.n_users, k), out)  # top_k ends on host copies: synced
         best = min(best, time.perf_counter() - start)
     return {
         "load_s": round(load, 3),
@@ -122,11 +126,11 @@ def time_inprocess(make, k: int, repeats: int, out: Path) -> dict:
     }
 
 
-def time_dask(job, k: int, workers: int, out: Path) -> dict:
-    from ncflow.batch.cluster import dask_client
+def time_dask(job: Job, k: int, workers: int | None, out: Path) -> dict:
+    from ncflow.batch.cluster import dask_client  # dask only here: the in-process figures need none
     from ncflow.batch.recommend_all import recommend_all
 
-    with dask_client(workers=workers, device="auto") as client:
+    with dask_client(workers=workers, device=job.device) as client:
         n = len(client.scheduler_info()["workers"])
         first_start = time.perf_counter()
         recommend_all(client, job, k, out)  # loads the scorer on every worker
@@ -155,15 +159,15 @@ def main() -> int:
         "--dask", action="store_true", help="also through recommend_all on a LocalCUDACluster"
     )
     parser.add_argument("--workers", type=int, help="--dask: GPUs (default all)")
+    parser.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
-    from ncflow.batch.recommend_all import Job
-
     tmp = Path(tempfile.mkdtemp(prefix="ncflow-bench-recommend-"))
+    gpu = args.device != "cpu" and torch.cuda.is_available()
     results: dict = {
         "users": args.users, "items": args.items, "k": args.k,
-        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+        "device": torch.cuda.get_device_name() if gpu else "cpu",
     }  # fmt: skip
     try:
         indptr, seen = seen_csr(args.users, args.items, args.seen)
@@ -173,12 +177,12 @@ def main() -> int:
         for name in models:
             if name == "ncf":
                 bundle = ncf_bundle(tmp / "ncf", args.users, args.items, indptr, seen)
-                job = Job("ncf", str(bundle), None)
-                make = functools.partial(ncf_scorer, bundle)
+                job = Job("ncf", str(bundle), None, args.device)
+                make = functools.partial(ncf_user_scorer, bundle, args.device)
             else:
                 bundle = vae_bundle(tmp / "vae", tmp / "vae-data", args.users, args.items, indptr, seen)
-                job = Job("vae-cf", str(bundle), str(tmp / "vae-data"))
-                make = functools.partial(vaecf_scorer, bundle, tmp / "vae-data")
+                job = Job("vae-cf", str(bundle), str(tmp / "vae-data"), args.device)
+                make = functools.partial(vaecf_user_scorer, bundle, tmp / "vae-data", args.device)
             results[name] = time_inprocess(make, args.k, args.repeats, tmp / f"{name}.parquet")
             if args.dask:
                 results[name]["dask"] = time_dask(job, args.k, args.workers, tmp / f"{name}-dask")
