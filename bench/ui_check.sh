@@ -16,6 +16,7 @@
 #      artifacts tab), its train task's logs, each of its artifacts; run 3's model card and metrics.
 # Not part of CI (it needs chromium and a few minutes); tests/test_learning_curve.py covers the renderer.
 set -euo pipefail
+trap 'echo "ui_check: error: line $LINENO failed: $BASH_COMMAND" >&2' ERR
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 OUT=$(realpath -m "${1:-$REPO/bench/results/$(date +%F)-ui}")
 cd "$REPO"
@@ -30,9 +31,13 @@ command -v prefect >/dev/null || { echo "ui_check: error: prefect not on PATH: a
 
 TMP=$(mktemp -d -t ncflow-ui.XXXXXX)
 PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill -TERM -- "-$pid" 2>/dev/null || true; done  # each leads its own group
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+alive() { for pid in "$@"; do kill -0 "$pid" 2>/dev/null && return 0; done; return 1; }
+cleanup() {  # the worker first (it talks to the server on its way out), then the server; KILL after 20 s
+  for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
+    kill -TERM -- "-${PIDS[i]}" 2>/dev/null || true  # each leads its own process group (setsid)
+    for _ in $(seq 40); do alive "${PIDS[i]}" || break; sleep 0.5; done
+    kill -KILL -- "-${PIDS[i]}" 2>/dev/null || true
+  done
   rm -rf "$TMP"
 }
 trap cleanup EXIT
@@ -43,7 +48,7 @@ unset PREFECT_PROFILE
 
 echo "== prefect server on port $PORT (logs in $TMP)"
 setsid prefect server start --host 127.0.0.1 --port "$PORT" >"$TMP/server.log" 2>&1 &
-PIDS+=($!)
+PIDS+=($!) && disown  # cleanup() stops it; disowned, bash does not report its end
 for _ in $(seq 240); do
   curl -sf "http://127.0.0.1:$PORT/api/health" >/dev/null && break
   kill -0 "${PIDS[0]}" 2>/dev/null || { tail -30 "$TMP/server.log" >&2; exit 1; }
@@ -55,7 +60,7 @@ prefect work-pool create ncflow-gpu --type process >/dev/null
 prefect work-pool set-concurrency-limit ncflow-gpu 1 >/dev/null
 prefect --no-prompt deploy --all >/dev/null
 setsid prefect worker start --pool ncflow-gpu >"$TMP/worker.log" 2>&1 &
-PIDS+=($!)
+PIDS+=($!) && disown
 
 # One deployment run; prints its flow-run id. Data, checkpoints and registry stay in $TMP.
 run_synth() {
@@ -78,7 +83,7 @@ echo "== run 3 (1 epoch)"; WEAK=$(run_synth 1)
 echo "== screenshots -> $OUT"
 python bench/ui_screens.py --ui "http://127.0.0.1:$PORT" --flow-run "$SHOWN" --out "$OUT"
 python bench/ui_screens.py --ui "http://127.0.0.1:$PORT" --flow-run "$WEAK" --out "$OUT" \
-  --prefix not-promoted- --only model-card,metrics
+  --only model-card,metrics --number-from 11 --suffix -not-promoted
 if grep -q "Traceback" "$TMP/server.log" "$TMP/worker.log"; then
   echo "ui_check: warning: a traceback in the server's or the worker's log:" >&2
   grep -n -A3 "Traceback" "$TMP/server.log" "$TMP/worker.log" | head -40 >&2

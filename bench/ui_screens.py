@@ -11,16 +11,26 @@ blank (the single-page app did not render) is an error: the UI is the thing bein
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from uuid import UUID
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ is not a package: cdp.py beside it
+from cdp import Browser  # noqa: E402
+
 # The artifacts in the order a reader wants them: how training went, then what was registered and why.
 ARTIFACT_ORDER = ("progress", "epochs", "learning-curve", "model-card", "metrics", "bundle")
+EXPECTED = {  # what each artifact's page must show before the picture is taken
+    "progress": "Progress",
+    "epochs": "loss",
+    "learning-curve": "epochs done",
+    "model-card": "Learning curve",
+    "metrics": "decides",
+    "bundle": "registry",
+}
 MIN_BYTES = 20_000  # a rendered page; the bare app shell with nothing loaded is well under this
 
 
@@ -31,27 +41,21 @@ def chromium() -> str:
     sys.exit("ui_screens: error: no chromium on PATH (bash bench/ui_check.sh installs it)")
 
 
-def shoot(url: str, out: Path, size: tuple[int, int] = (1600, 1200), budget_ms: int = 15000) -> None:
-    """One screenshot of `url`; the virtual-time budget lets the app fetch its data and draw before the
-    picture is taken. Written to a temporary name and renamed, so a failed shot leaves no file."""
+def text_shown(*texts: str) -> str:
+    """A JavaScript condition: the page shows every one of `texts` and has finished loading its images."""
+    shown = " && ".join(f"document.body.innerText.includes({json.dumps(t)})" for t in texts)
+    return f"{shown} && [...document.images].every(i => i.complete)"
+
+
+def shoot(browser: Browser, out: Path, full_page: bool = False) -> None:
+    """The current page to `out` via a temporary name, so a failed shot leaves no file."""
     tmp = out.with_suffix(".part.png")
-    profile = tempfile.mkdtemp(prefix="ui-chromium-")
-    command = [
-        chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-        "--enable-unsafe-swiftshader",  # WebGL on the CPU: the flow-run graph is drawn with WebGL
-        f"--user-data-dir={profile}", f"--window-size={size[0]},{size[1]}",
-        f"--virtual-time-budget={budget_ms}", f"--screenshot={tmp}", url,
-    ]  # fmt: skip
-    try:
-        subprocess.run(command, check=True, capture_output=True, timeout=120)
-    finally:
-        shutil.rmtree(profile, ignore_errors=True)
-    if not tmp.is_file() or tmp.stat().st_size < MIN_BYTES:
-        size_note = tmp.stat().st_size if tmp.is_file() else "no file"
-        tmp.unlink(missing_ok=True)
-        sys.exit(f"ui_screens: error: {url} rendered (nearly) empty ({size_note} bytes)")
+    browser.screenshot(tmp, full_page=full_page)
+    if tmp.stat().st_size < MIN_BYTES:
+        tmp.unlink()
+        sys.exit(f"ui_screens: error: {out.name} came out (nearly) empty")
     os.replace(tmp, out)
-    print(f"{out.name}  {url}")
+    print(f"{out.name}  {out.stat().st_size:,} bytes")
 
 
 def run_objects(flow_run_id: UUID) -> tuple[object, list, list]:
@@ -92,8 +96,9 @@ def main() -> None:
     parser.add_argument("--ui", required=True, help="the UI's base URL, e.g. http://127.0.0.1:4200")
     parser.add_argument("--flow-run", required=True, type=UUID, help="a finished flow run's id")
     parser.add_argument("--out", required=True, type=Path)
-    parser.add_argument("--prefix", default="", help="prepended to each file name")
+    parser.add_argument("--suffix", default="", help="appended to each artifact picture's name")
     parser.add_argument("--only", help="comma-separated artifact key endings: only those, no page shots")
+    parser.add_argument("--number-from", type=int, default=5, help="the first artifact picture's number")
     args = parser.parse_args()
     ui, out = args.ui.rstrip("/"), args.out
     out.mkdir(parents=True, exist_ok=True)
@@ -103,24 +108,28 @@ def main() -> None:
     train = [t for t in tasks if t.name.startswith("train-")]
     if not train:
         sys.exit(f"ui_screens: error: flow run {run.id} has no train-* task run")
-    p, shown = args.prefix, latest_per_key(artifacts)
+    shown = latest_per_key(artifacts)
     if args.only:
         endings = tuple(args.only.split(","))
         shown = [a for a in shown if a.key.endswith(endings)]
-    else:
-        shoot(f"{ui}/deployments", out / f"{p}01-deployments.png", (1600, 900))
-        shoot(f"{ui}/runs/flow-run/{run.id}", out / f"{p}02-flow-run.png", (1600, 1400))
-        shoot(
-            f"{ui}/runs/flow-run/{run.id}?tab=Artifacts", out / f"{p}03-flow-run-artifacts.png", (1600, 1400)
-        )
-        shoot(f"{ui}/runs/task-run/{train[-1].id}?tab=Logs", out / f"{p}04-train-logs.png", (1600, 1400))
-    for number, a in enumerate(shown, start=5):
-        tall = a.type == "markdown"  # the model card is long: take it whole
-        shoot(
-            f"{ui}/artifacts/artifact/{a.id}",
-            out / f"{p}{number:02d}-{a.key}.png",
-            (1600, 2600 if tall else 1200),
-        )
+    with Browser(chromium()) as browser:
+        if not args.only:
+            browser.open(f"{ui}/deployments", text_shown("synth-tiny", "ml20m"))
+            shoot(browser, out / "01-deployments.png")
+            flow_run = f"{ui}/runs/flow-run/{run.id}"
+            browser.open(
+                flow_run, text_shown(train[-1].name) + " && document.querySelector('canvas')", settle_s=4
+            )
+            shoot(browser, out / "02-flow-run.png")
+            browser.click_text("Artifacts")
+            browser.wait(text_shown("model-card"), 30, "the flow run's Artifacts tab shows no model card")
+            shoot(browser, out / "03-flow-run-artifacts.png", full_page=True)
+            browser.open(f"{ui}/runs/task-run/{train[-1].id}?tab=Logs", text_shown("epoch"))
+            shoot(browser, out / "04-train-logs.png", full_page=True)
+        for number, a in enumerate(shown, start=args.number_from):
+            expected = next((t for suffix, t in EXPECTED.items() if a.key.endswith(suffix)), a.key)
+            browser.open(f"{ui}/artifacts/artifact/{a.id}", text_shown(a.key, expected))
+            shoot(browser, out / f"{number:02d}-{a.key}{args.suffix}.png", full_page=True)
 
 
 if __name__ == "__main__":

@@ -114,17 +114,23 @@ def _nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
     return ticks
 
 
-def _y_range(values: list[float]) -> tuple[float, float]:
+def _y_ticks(values: list[float]) -> list[float]:
+    """Round ticks whose first and last bound the plot (computed once: the axis and its labels agree)."""
     lo, hi = min(values), max(values)
     if hi - lo < 1e-12:  # one value (or a flat line): give it room
         pad = abs(lo) * 0.1 or 0.5
         lo, hi = lo - pad, hi + pad
-    ticks = _nice_ticks(lo, hi)
-    return ticks[0], ticks[-1]
+    return _nice_ticks(lo, hi)
 
 
 def _label(value: float) -> str:
+    """Axis labels: short."""
     return f"{value:.4g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.1e}"
+
+
+def _value(value: float) -> str:
+    """Legend and reference values: four decimals, as in the tables beside the picture."""
+    return f"{value:.4f}" if 1e-3 <= abs(value) < 1e4 or value == 0 else f"{value:.3g}"
 
 
 def _panel(
@@ -147,7 +153,8 @@ def _panel(
             f"no {title} values yet</text>"
         )
         return out
-    y_lo, y_hi = _y_range(values)
+    y_ticks = _y_ticks(values)
+    y_lo, y_hi = y_ticks[0], y_ticks[-1]
     x_lo, x_hi = x_range
     if x_hi - x_lo < 1e-12:  # one epoch: put it in the middle
         x_lo, x_hi = x_lo - 1, x_hi + 1
@@ -158,12 +165,9 @@ def _panel(
     def sy(y: float) -> float:
         return round(top + height * (1 - (y - y_lo) / (y_hi - y_lo)), 2)
 
-    for t in _nice_ticks(y_lo, y_hi):
-        if y_lo - 1e-12 <= t <= y_hi + 1e-12:
-            out.append(f'<line x1="{left}" x2="{left + width}" y1="{sy(t)}" y2="{sy(t)}" stroke="#eee"/>')
-            out.append(
-                f'<text x="{left - 6}" y="{sy(t) + 4}" text-anchor="end" fill="#555">{_label(t)}</text>'
-            )
+    for t in y_ticks:
+        out.append(f'<line x1="{left}" x2="{left + width}" y1="{sy(t)}" y2="{sy(t)}" stroke="#eee"/>')
+        out.append(f'<text x="{left - 6}" y="{sy(t) + 4}" text-anchor="end" fill="#555">{_label(t)}</text>')
     for t in _x_ticks(x_range):
         out.append(f'<text x="{sx(t)}" y="{top + height + 16}" text-anchor="middle" fill="#555">{t:g}</text>')
     out.append(
@@ -174,7 +178,7 @@ def _panel(
             f'<line x1="{left}" x2="{left + width}" y1="{sy(value)}" y2="{sy(value)}" stroke="#888" '
             f'stroke-dasharray="5,4"/>'
             f'<text x="{left + width - 4}" y="{sy(value) - 4}" text-anchor="end" fill="#666">'
-            f"{escape(label)} {_label(value)}</text>"
+            f"{escape(label)} {_value(value)}</text>"
         )
     legend_x = left  # the legend sits above the plot, so it never hides a line
     for label, colour, points in series:
@@ -184,7 +188,7 @@ def _panel(
                 out.append(f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="2"/>')
             out += [f'<circle cx="{sx(x)}" cy="{sy(y)}" r="3" fill="{colour}"/>' for x, y in run]
         last = next((p for p in reversed(points) if p), None)
-        text = escape(label) + ("" if last is None else f" {_label(last[1])}")  # the latest value
+        text = escape(label) + ("" if last is None else f" {_value(last[1])}")  # the latest value
         out.append(
             f'<rect x="{legend_x}" y="{top - 19}" width="10" height="10" fill="{colour}"/>'
             f'<text x="{legend_x + 14}" y="{top - 10}" fill="#222">{text}</text>'

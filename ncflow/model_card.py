@@ -4,6 +4,7 @@ data and parameters. Generic over models: the caller names the metrics to show."
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from ncflow.learning_curve import learning_curve_markdown
@@ -69,9 +70,7 @@ def model_card(
         "",
         "## Parameters",
         "",
-        "| parameter | value |",
-        "|---|---|",
-        *(f"| {k} | `{v}` |" for k, v in params.items()),
+        *_pairs(params),
         "",
         f"Bundle: `{entry.path}`",
         "",
@@ -80,8 +79,13 @@ def model_card(
 
 
 def decision(reg: Registration) -> str:
-    """The registration's outcome and its reason, in one bold-led line."""
-    return f"**{'Promoted: the new champion' if reg.promoted else 'Not promoted'}**: {reg.reason}."
+    """The outcome in bold, then why (the registry's reason without its closing verdict)."""
+    why = re.sub(r": (promoted|not promoted|champion|kept)$", "", reg.reason)
+    if reg.promoted:
+        outcome = "Promoted: the new champion"
+    else:
+        outcome = "Not promoted" + (f": the champion stays v{reg.previous.version}" if reg.previous else "")
+    return f"**{outcome}.** Why: {why}."
 
 
 def comparison(reg: Registration, metrics: tuple[str, ...]) -> list[str]:
@@ -107,6 +111,16 @@ def comparison(reg: Registration, metrics: tuple[str, ...]) -> list[str]:
     if baseline:  # the same users scored by item popularity alone: what the model adds
         lines += ["", "Item-popularity baseline on the same users: " + ", ".join(baseline) + "."]
     return lines
+
+
+def _pairs(params: dict[str, Any]) -> list[str]:
+    """The parameters as a table two pairs wide: half as long to scroll past."""
+    items = [f"{k} | `{v}`" for k, v in params.items()]
+    half = (len(items) + 1) // 2
+    left, right = items[:half], items[half:] + [" | "] * (half - len(items[half:]))
+    return ["| parameter | value | parameter | value |", "|---|---|---|---|"] + [
+        f"| {a} | {b} |" for a, b in zip(left, right)
+    ]
 
 
 def _references(reg: Registration, metrics: tuple[str, ...]) -> dict[str, float]:

@@ -66,7 +66,7 @@ def register_model(
     )  # fmt: skip
     artifact(
         create_markdown_artifact, "\n".join([decision(reg), "", *comparison(reg, what.metrics), ""]),
-        key=f"{key}-metrics", description=f"v{reg.entry.version} against the previous champion",
+        key=f"{key}-metrics", description=f"v{reg.entry.version} against the previous champion: {reg.reason}",
     )  # fmt: skip
     artifact(
         create_link_artifact, reg.entry.path.resolve().as_uri(), link_text=f"{model} {dataset} v{reg.entry.version}: {reg.entry.path.resolve()}",

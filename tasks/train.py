@@ -109,7 +109,8 @@ class EpochReporter:
         if self.progress_id is not None:
             update_progress_artifact(self.progress_id, min(100.0, 100.0 * (event["epoch"] + 1) / self.epochs))
         self.table.publish(self.rows)
-        self.curve.publish(self._curve(event["epoch"]))
+        curve = self._curve(event["epoch"])
+        self.curve.publish(curve, description=curve.split("\n")[0].replace("**", ""))  # the headline
 
     def _curve(self, epoch: int) -> str:
         """The curve under one line of words: where training is and its best epoch so far."""
