@@ -4,7 +4,8 @@
 
 It reads the run's task runs and artifacts through the Prefect client (PREFECT_API_URL) and saves:
 01-deployments.png, 02-flow-run.png (task graph and logs), 03-flow-run-artifacts.png,
-04-train-logs.png, then one picture per artifact (05-<key>.png ...). A picture that comes out nearly
+04-train-logs.png, then one picture per artifact (05-<key>.png ...), then the model card in the
+opt-in V2 UI (a React app with another markdown renderer). A picture that comes out nearly
 blank (the single-page app did not render) is an error: the UI is the thing being checked.
 """
 
@@ -130,6 +131,10 @@ def main() -> None:
             expected = next((t for suffix, t in EXPECTED.items() if a.key.endswith(suffix)), a.key)
             browser.open(f"{ui}/artifacts/artifact/{a.id}", text_shown(a.key, expected))
             shoot(browser, out / f"{number:02d}-{a.key}{args.suffix}.png", full_page=True)
+        card = next((a for a in shown if a.key.endswith("model-card")), None)
+        if card is not None and not args.only:  # the opt-in V2 UI (React) renders markdown differently
+            browser.open(f"{ui}/v2/artifacts/artifact/{card.id}", text_shown("Learning curve"), settle_s=2)
+            shoot(browser, out / f"{number + 1:02d}-v2-ui-{card.key}{args.suffix}.png", full_page=True)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")  # 
 LOSS_COLOUR = "#444444"
 PANEL_W, PANEL_H = 420, 260  # one panel, in SVG units; the image is two panels wide
 MARGIN = {"left": 58, "right": 16, "top": 34, "bottom": 44}
+DOTS_UP_TO = 60  # epochs; beyond, the line alone (VAE-CF runs 200 epochs: keeps the artifact small)
 
 
 def learning_curve_svg(
@@ -186,7 +187,8 @@ def _panel(
             if len(run) > 1:
                 path = " ".join(f"{sx(x)},{sy(y)}" for x, y in run)
                 out.append(f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="2"/>')
-            out += [f'<circle cx="{sx(x)}" cy="{sy(y)}" r="3" fill="{colour}"/>' for x, y in run]
+            if len(points) <= DOTS_UP_TO or len(run) == 1:  # a lone point is only a dot: always drawn
+                out += [f'<circle cx="{sx(x)}" cy="{sy(y)}" r="3" fill="{colour}"/>' for x, y in run]
         last = next((p for p in reversed(points) if p), None)
         text = escape(label) + ("" if last is None else f" {_value(last[1])}")  # the latest value
         out.append(

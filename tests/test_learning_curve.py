@@ -61,6 +61,17 @@ def test_many_epochs_draw_one_line_per_series_with_a_dot_per_epoch():
     assert "HR@10 0.62" in "".join(root.itertext())  # the legend carries the latest value
 
 
+def test_a_long_run_stays_small_lines_without_dots():
+    rows = [{**row, "recall@20": 0.1 + 0.001 * row["epoch"]} for row in history(200)]
+    svg = learning_curve_svg(rows, ["hr@10", "ndcg@10", "recall@20"])
+    root = parse(svg)
+    assert len(svg) < 30_000  # rewritten every epoch and embedded in the card: keep it light
+    for label in ("loss", "HR@10", "NDCG@10", "RECALL@20"):
+        colour = colour_of(root, label)
+        assert len(lines(root, colour)) == 1 and not circles(root, colour), label
+        assert len(lines(root, colour)[0].get("points").split()) == 200
+
+
 def test_one_epoch_is_a_dot_not_an_empty_panel():
     root = parse(learning_curve_svg(history(1), ["hr@10"]))
     for label in ("loss", "HR@10"):
