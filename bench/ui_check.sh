@@ -83,7 +83,7 @@ echo "== run 3 (1 epoch)"; WEAK=$(run_synth 1)
 echo "== screenshots -> $OUT"
 python bench/ui_screens.py --ui "http://127.0.0.1:$PORT" --flow-run "$SHOWN" --out "$OUT"
 python bench/ui_screens.py --ui "http://127.0.0.1:$PORT" --flow-run "$WEAK" --out "$OUT" \
-  --only model-card,metrics --number-from 11 --suffix -not-promoted
+  --only model-card,metrics --number-from 12 --suffix=-not-promoted
 if grep -q "Traceback" "$TMP/server.log" "$TMP/worker.log"; then
   echo "ui_check: warning: a traceback in the server's or the worker's log:" >&2
   grep -n -A3 "Traceback" "$TMP/server.log" "$TMP/worker.log" | head -40 >&2
