@@ -12,9 +12,12 @@
 #        run 1: 2 epochs   -> v1, the first champion
 #        run 2: 8 epochs   -> v2, beats v1: promoted
 #        run 3: 1 epoch    -> v3, does not beat v2: not promoted
-#   4. screenshots (bench/ui_screens.py): the deployments list, run 2's flow run (task graph, logs,
-#      artifacts tab), its train task's logs, each of its artifacts; run 3's model card and metrics.
-# Not part of CI (it needs chromium and a few minutes); tests/test_learning_curve.py covers the renderer.
+#   4. screenshots (bench/ui_screens.py, headless chromium over the DevTools protocol): the deployments
+#      list, run 2's flow run (task graph, logs, artifacts tab), its train task's logs, each of its
+#      artifacts, its model card in the opt-in V2 UI; run 3's model card and metrics.
+# The README's "UI guide" says what each picture shows. Not part of CI (it needs chromium and a few
+# minutes); tests/test_learning_curve.py covers the renderer, tests/test_ui_render.py (marked `ui`,
+# skipped without chromium) that the UI shows its picture.
 set -euo pipefail
 trap 'echo "ui_check: error: line $LINENO failed: $BASH_COMMAND" >&2' ERR
 REPO=$(cd "$(dirname "$0")/.." && pwd)
