@@ -32,7 +32,8 @@ EXPECTED = {  # what each artifact's page must show before the picture is taken
     "metrics": "decides",
     "bundle": "registry",
 }
-MIN_BYTES = 20_000  # a rendered page; the bare app shell with nothing loaded is well under this
+MIN_BYTES = 20_000  # a blank page (the app never started) is far under this; an app page with empty
+# content is caught earlier, by the text each page must show (EXPECTED, text_shown) before its picture
 
 
 def chromium() -> str:
@@ -78,7 +79,7 @@ def run_objects(flow_run_id: UUID) -> tuple[object, list, list]:
 
 
 def latest_per_key(artifacts: list) -> list:
-    """The last version of each keyed artifact (the table and the curve are re-published every epoch)."""
+    """The last version of each keyed artifact in the run, in ARTIFACT_ORDER."""
     latest: dict[str, object] = {}
     for a in sorted(artifacts, key=lambda a: a.created):
         if a.key:
@@ -95,7 +96,7 @@ def latest_per_key(artifacts: list) -> list:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--ui", required=True, help="the UI's base URL, e.g. http://127.0.0.1:4200")
-    parser.add_argument("--flow-run", required=True, type=UUID, help="a finished flow run's id")
+    parser.add_argument("--flow-run", required=True, type=UUID, help="a Completed flow run's id")
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--suffix", default="", help="appended to each artifact picture's name")
     parser.add_argument("--only", help="comma-separated artifact key endings: only those, no page shots")
@@ -104,8 +105,8 @@ def main() -> None:
     ui, out = args.ui.rstrip("/"), args.out
     out.mkdir(parents=True, exist_ok=True)
     run, tasks, artifacts = run_objects(args.flow_run)
-    if not run.state or not run.state.is_final():
-        sys.exit(f"ui_screens: error: flow run {run.id} is {run.state and run.state.name}, not finished")
+    if not run.state or not run.state.is_completed():
+        sys.exit(f"ui_screens: error: flow run {run.id} is {run.state and run.state.name}, not Completed")
     train = [t for t in tasks if t.name.startswith("train-")]
     if not train:
         sys.exit(f"ui_screens: error: flow run {run.id} has no train-* task run")
