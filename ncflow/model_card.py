@@ -1,14 +1,14 @@
-"""A registered model's card (markdown): data, parameters, metrics against the previous champion,
-training time, and the learning curve as a table with a bar per epoch. Generic over models: the
-caller names the metrics to show."""
+"""A registered model's card (markdown): the promotion decision and why, metrics against the previous
+champion, training time, the learning curve as a picture (ncflow.learning_curve) and as numbers,
+data and parameters. Generic over models: the caller names the metrics to show."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
+from ncflow.learning_curve import learning_curve_markdown
 from ncflow.registry import Registration
-
-BAR = 24  # characters of the widest learning-curve bar
 
 
 def model_card(
@@ -22,66 +22,48 @@ def model_card(
     throughput: tuple[str, str] = ("train_samples_per_s", "samples/s"),
     full_metrics: tuple[str, ...] = ("full_hr@10", "full_ndcg@10", "full_recall@20"),
 ) -> str:
-    """`metrics`: shown, in the metrics table and the learning curve (whose bars follow the champion
-    metric when the epochs report it, else the first of `metrics`); `throughput`: (epoch key, label)."""
-    entry, metric = reg.entry, reg.entry.record["metric"]
+    """`metrics`: shown, in the metrics table and the learning curve (on which the previous champion's
+    score and the popularity baseline are dashed lines); `throughput`: (epoch key, label)."""
+    entry = reg.entry
     lines = [
         f"# {entry.record['model']} / {entry.record['dataset']} v{entry.version}",
         "",
-        f"**{'Champion' if reg.promoted else 'Not promoted'}**: {reg.reason}.",
+        decision(reg),
         "",
         "## Metrics (independent evaluation of the saved bundle)",
         "",
-        "| metric | this model | previous champion |",
-        "|---|---|---|",
+        *comparison(reg, metrics),
+        *full_ranking_table(entry.metrics, full_metrics),
     ]
-    shown_metrics = [*metrics, *(f"valid_{m}" for m in metrics if f"valid_{m}" in entry.metrics)]
-    if metric not in shown_metrics and metric in entry.metrics:
-        shown_metrics.append(metric)
-    for name in shown_metrics:
-        old = reg.previous.metrics.get(name) if reg.previous else None
-        if name == metric and reg.previous_score is not None:
-            old = reg.previous_score  # on this model's test set
-        prev = "-" if old is None else f"{old:.4f} (v{reg.previous.version})"
-        lines.append(f"| {name} | {entry.metrics[name]:.4f} | {prev} |")
-    baseline = [
-        f"{name} {entry.metrics[f'popularity_{name}']:.4f}"
-        for name in metrics
-        if f"popularity_{name}" in entry.metrics
-    ]
-    if baseline:  # the same users scored by item popularity alone: what the model adds
-        lines += ["", "Item-popularity baseline on the same users: " + ", ".join(baseline) + "."]
-    lines += full_ranking_table(entry.metrics, full_metrics)
+    # with a validation split the epochs report valid_* metrics: the curve shows what was measured
     curve = [m for m in (*metrics, *(f"valid_{m}" for m in metrics)) if any(m in h for h in history)]
-    curve = curve or list(metrics)
+    curve = tuple(curve or metrics)
+    lines += [
+        "",
+        "## Learning curve",
+        "",
+        learning_curve_markdown(history, curve, references=_references(reg, metrics)),
+        "",
+        "| epoch | loss | " + " | ".join(m.upper() for m in curve) + f" | {throughput[1]} |",
+        "|---|---|" + "---|" * len(curve) + "---|",
+    ]
+    for h in history:
+        values = " | ".join(_f(h.get(m)) for m in curve)
+        lines.append(f"| {h['epoch']} | {_f(h.get('loss'))} | {values} | {h.get(throughput[0], 0):,.0f} |")
     lines += [
         "",
         "## Training",
         "",
-        f"- epochs run: {training.get('epochs')}, best epoch: {training.get('best_epoch')}, "
-        f"weights kept from epoch: {training.get('weights_epoch', '-')}",
+        f"- epochs run: {training.get('epochs')}, best epoch: {training.get('best_epoch')}",
         f"- training time: {_s(training.get('train_seconds'))} (train + eval {_s(training.get('seconds'))}, "
         f"trainer process {_s(training.get('wall_seconds'))})",
         *(
             [f"- time to target {training.get('target_hr')}: {_s(training.get('time_to_target_s'))}"]
-            if "target_hr" in training
+            if training.get("time_to_target_s") is not None
             else []
         ),
         f"- processes: {training.get('processes')} on {training.get('device')}",
-        "",
-        "## Learning curve",
-        "",
-        "| epoch | loss | " + " | ".join(m.upper() for m in curve) + f" | {throughput[1]} | |",
-        "|---|---|" + "---|" * len(curve) + "---|---|",
     ]
-    shown = metric if history and metric in history[0] else curve[0]
-    top = max((h.get(shown, 0) for h in history), default=0) or 1
-    for h in history:
-        bar = "█" * max(1, round(BAR * h.get(shown, 0) / top))
-        values = " | ".join(f"{h[m]:.4f}" if m in h else "-" for m in curve)
-        lines.append(
-            f"| {h['epoch']} | {h['loss']:.4f} | {values} | {h.get(throughput[0], 0):,.0f} | `{bar}` |"
-        )
     counts = data.get("counts", {})
     lines += [
         "",
@@ -93,14 +75,50 @@ def model_card(
         "",
         "## Parameters",
         "",
-        "| parameter | value |",
-        "|---|---|",
-        *(f"| {k} | `{v}` |" for k, v in params.items()),
+        *_pairs(params),
         "",
         f"Bundle: `{entry.path}`",
         "",
     ]
     return "\n".join(lines)
+
+
+def decision(reg: Registration) -> str:
+    """The outcome in bold, then why (the registry's reason without its closing verdict)."""
+    why = re.sub(r": (promoted|not promoted|champion|kept)$", "", reg.reason)
+    if reg.promoted:
+        outcome = "Promoted: the new champion"
+    else:
+        outcome = "Not promoted" + (f": the champion stays v{reg.previous.version}" if reg.previous else "")
+    return f"**{outcome}.** Why: {why}."
+
+
+def comparison(reg: Registration, metrics: tuple[str, ...]) -> list[str]:
+    """A markdown table: each of `metrics` for this model, the previous champion and the change; the
+    champion rule's metric is marked (for it, the champion's score on this model's test set). Then
+    the item-popularity baseline, when the evaluation measured one."""
+    entry, metric, previous = reg.entry, reg.entry.record["metric"], reg.previous
+    champion = f"champion v{previous.version}" if previous else "previous champion"
+    lines = [f"| metric | this model (v{entry.version}) | {champion} | change |", "|---|---|---|---|"]
+    shown = [*metrics, *(f"valid_{m}" for m in metrics if f"valid_{m}" in entry.metrics)]
+    if metric not in shown and metric in entry.metrics:
+        shown.append(metric)
+    for name in shown:
+        new = entry.metrics.get(name)
+        old = previous.metrics.get(name) if previous else None
+        if name == metric and reg.previous_score is not None:
+            old = reg.previous_score  # on this model's test set
+        change = f"{new - old:+.4f}" if _number(new) and _number(old) else "-"
+        label = f"**{name}** (decides)" if name == metric else name
+        lines.append(f"| {label} | {_f(new)} | {_f(old)} | {change} |")
+    baseline = [
+        f"{name} {entry.metrics[f'popularity_{name}']:.4f}"
+        for name in metrics
+        if f"popularity_{name}" in entry.metrics
+    ]
+    if baseline:  # the same users scored by item popularity alone: what the model adds
+        lines += ["", "Item-popularity baseline on the same users: " + ", ".join(baseline) + "."]
+    return lines
 
 
 def full_ranking_table(scores: dict[str, Any], names: tuple[str, ...]) -> list[str]:
@@ -119,6 +137,36 @@ def full_ranking_table(scores: dict[str, Any], names: tuple[str, ...]) -> list[s
         "|---|" + "---|" * len(names),
         *(f"| {who} | " + " | ".join(f"{values[n]:.4f}" for n in names) + " |" for who, values in rows),
     ]
+
+
+def _pairs(params: dict[str, Any]) -> list[str]:
+    """The parameters as a table two pairs wide: half as long to scroll past."""
+    items = [f"{k} | `{v}`" for k, v in params.items()]
+    half = (len(items) + 1) // 2
+    left, right = items[:half], items[half:] + [" | "] * (half - len(items[half:]))
+    return ["| parameter | value | parameter | value |", "|---|---|---|---|"] + [
+        f"| {a} | {b} |" for a, b in zip(left, right)
+    ]
+
+
+def _references(reg: Registration, metrics: tuple[str, ...]) -> dict[str, float]:
+    """Dashed lines on the curve: the score to beat (the champion's, on this test set) and what item
+    popularity alone scores."""
+    metric, refs = reg.entry.record["metric"], {}
+    if reg.previous is not None and reg.previous_score is not None:
+        refs[f"champion v{reg.previous.version} {metric.upper()}"] = float(reg.previous_score)
+    for name in metrics[:1]:
+        if isinstance(reg.entry.metrics.get(f"popularity_{name}"), int | float):
+            refs[f"popularity {name.upper()}"] = float(reg.entry.metrics[f"popularity_{name}"])
+    return refs
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _f(value: Any) -> str:
+    return f"{value:.4f}" if _number(value) else "-"
 
 
 def _s(seconds: float | None) -> str:

@@ -1,8 +1,9 @@
 """The registration task: the bundle becomes the next immutable version in the registry; the
 `champion` alias moves to it only if it scores better on the same test set.
 
-Artifacts: `<model>-<dataset>-model-card` (markdown), `<model>-<dataset>-metrics` (this model against
-the previous champion), `<model>-<dataset>-bundle` (a link to the registered folder).
+Artifacts: `<model>-<dataset>-model-card` (markdown), `<model>-<dataset>-metrics` (markdown: the
+decision and why, then this model against the previous champion), `<model>-<dataset>-bundle` (a link
+to the registered folder, its path in the text: a browser will not open file:// links from the UI).
 """
 
 from __future__ import annotations
@@ -11,12 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from prefect import task
-from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
+from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from ncflow import registry
 from ncflow.data.preprocess import read_manifest
-from ncflow.model_card import model_card
+from ncflow.model_card import comparison, decision, model_card
 from ncflow.specs import spec
 from tasks._run import artifact, artifact_key, run_logger
 from tasks.evaluate import score_bundle
@@ -63,23 +64,12 @@ def register_model(
         create_markdown_artifact, (reg.entry.path / registry.CARD).read_text(), key=f"{key}-model-card",
         description=f"{model} {dataset} v{reg.entry.version}: {reg.reason}",
     )  # fmt: skip
-    previous = reg.previous
-    rows = [
-        {
-            "metric": name,
-            "this model": round(float(value), 5),
-            "previous champion": None if previous is None else previous.metrics.get(name),
-        }
-        for name, value in metrics.items()
-        if isinstance(value, float)
-    ]
-    if previous is not None and reg.previous_score is not None:
-        rows = [r | {"previous champion": reg.previous_score} if r["metric"] == metric else r for r in rows]
     artifact(
-        create_table_artifact, rows, key=f"{key}-metrics", description=f"v{reg.entry.version}: {reg.reason}"
-    )
+        create_markdown_artifact, "\n".join([decision(reg), "", *comparison(reg, what.metrics), ""]),
+        key=f"{key}-metrics", description=f"v{reg.entry.version} against the previous champion: {reg.reason}",
+    )  # fmt: skip
     artifact(
-        create_link_artifact, reg.entry.path.resolve().as_uri(), link_text=f"{model} {dataset} v{reg.entry.version}",
+        create_link_artifact, reg.entry.path.resolve().as_uri(), link_text=f"{model} {dataset} v{reg.entry.version}: {reg.entry.path.resolve()}",
         key=f"{key}-bundle", description="the registered bundle (immutable)",
     )  # fmt: skip
     champion = registry.champion(Path(registry_dir), model, dataset)

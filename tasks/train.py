@@ -4,8 +4,11 @@ events turned into artifacts while it runs.
 Artifacts (keys version across runs, so the UI's Artifacts page shows their history):
 - `<model>-<dataset>-progress`: a progress bar, updated at each epoch;
 - `<model>-<dataset>-epochs`: the per-epoch table (loss, the model's metrics, throughput; for NCF the
-  negatives drawn, for VAE-CF the KL weight),
-  re-published after every epoch, so the latest version is the run so far.
+  negatives drawn, for VAE-CF the KL weight);
+- `<model>-<dataset>-learning-curve`: the same epochs as a picture (ncflow.learning_curve), with the
+  latest and the best epoch in words.
+The table and the curve are rewritten in place after every epoch (tasks.live_artifact): one artifact
+each per run, always the run so far.
 
 Retries resume: the trainer checkpoints after every epoch (VAE-CF: every `checkpoint_every`) into `out_dir`, which the flow keeps fixed
 for the flow run (runs/<flow run id>/), and a restarted trainer continues after the last
@@ -14,17 +17,20 @@ checkpointed epoch. A failure the trainer explains with `error: ...` (bad data, 
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
 from prefect import task
-from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 from torch import device as torch_device
 
 from ncflow.launch import TrainerFailed, run_trainer, torchrun_command
+from ncflow.learning_curve import learning_curve_markdown
 from ncflow.specs import ModelSpec, spec
 from tasks._run import artifact, run_logger
+from tasks.live_artifact import LiveArtifact
 
 DATA_SIZES = (
     "users",
@@ -56,6 +62,8 @@ class EpochReporter:
         self.rows: list[dict[str, Any]] = []
         self.start: dict[str, Any] = {}
         self.progress_id = None
+        self.table = LiveArtifact("table", f"{key}-epochs", "per-epoch metrics")
+        self.curve = LiveArtifact("markdown", f"{key}-learning-curve", "loss and metrics per epoch")
 
     def __call__(self, event: dict[str, Any]) -> None:
         kind = event.get("event")
@@ -102,7 +110,27 @@ class EpochReporter:
         )  # fmt: skip
         if self.progress_id is not None:
             update_progress_artifact(self.progress_id, min(100.0, 100.0 * (event["epoch"] + 1) / self.epochs))
-        artifact(create_table_artifact, self.rows, key=f"{self.key}-epochs", description="per-epoch metrics")
+        self.table.publish(self.rows)
+        curve = self._curve(event["epoch"])
+        self.curve.publish(curve, description=curve.split("\n")[0].replace("**", ""))  # the headline
+
+    def _curve(self, epoch: int) -> str:
+        """The curve under one line of words: where training is and its best epoch so far."""
+        metric = self.model.metrics[0]
+        scored = [r for r in self.rows if _finite(r.get(metric.upper()))]
+        best = max(scored, key=lambda r: r[metric.upper()], default=None)
+        headline = f"**{epoch + 1} of at most {self.epochs} epochs done**" + (
+            f"; best {metric.upper()} {best[metric.upper()]:.4f} at epoch {best['epoch']}" if best else ""
+        )
+        history = [
+            {"epoch": r["epoch"], "loss": r["loss"], **{m: r.get(m.upper()) for m in self.model.metrics}}
+            for r in self.rows
+        ]
+        return headline + "\n\n" + learning_curve_markdown(history, self.model.metrics) + "\n"
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value)
 
 
 @task(

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -149,6 +150,7 @@ async def _wait(flow_run_id: str) -> dict:
         },  # latest per key
         "logs": "\n".join(entry.message for entry in logs),
         "result": result,
+        "versions": Counter(a.key for a in artifacts if a.key),  # per key, in this run
     }
 
 
@@ -174,11 +176,16 @@ def test_deployment_runs_caches_registers_and_refuses_bad_parameters(server):
     assert set(first["tasks"].values()) == {"Completed"}, first["tasks"]
     assert {"fetch-synth-tiny", "preprocess-synth-tiny", "train-ncf", "evaluate-ncf"} <= set(first["tasks"])
     keys = set(first["artifacts"])
-    for suffix in ("progress", "epochs", "model-card", "metrics", "bundle"):
+    for suffix in ("progress", "epochs", "learning-curve", "model-card", "metrics", "bundle"):
         assert f"ncf-synth-tiny-{suffix}" in keys, keys
     epochs = first["artifacts"]["ncf-synth-tiny-epochs"].data
     rows = json.loads(epochs) if isinstance(epochs, str) else epochs
     assert [row["epoch"] for row in rows] == [0, 1, 2] and "NDCG@10" in rows[0]
+    # the table and the curve are rewritten in place each epoch: one artifact per run, not one per epoch
+    assert (
+        first["versions"]["ncf-synth-tiny-epochs"] == first["versions"]["ncf-synth-tiny-learning-curve"] == 1
+    )
+    assert "3 of at most 3 epochs done" in first["artifacts"]["ncf-synth-tiny-learning-curve"].data
     assert "fresh negatives" in first["logs"] and "epoch   2" in first["logs"]  # the trainer's own lines
     champion = tmp / "registry" / "ncf" / "synth-tiny" / "v1"
     assert (champion / "model.safetensors").is_file() and (champion / "MODEL_CARD.md").is_file()
@@ -225,7 +232,7 @@ def test_vae_cf_deployment_runs_through_the_same_tasks_and_registry(server):
     )  # Cached after the NCF runs: same raw data
     assert run["tasks"]["preprocess-synth-tiny"] == "Completed"  # another protocol: another output
     keys = set(run["artifacts"])
-    for suffix in ("progress", "epochs", "model-card", "metrics", "bundle"):
+    for suffix in ("progress", "epochs", "learning-curve", "model-card", "metrics", "bundle"):
         assert f"vae-cf-synth-tiny-{suffix}" in keys, keys
     epochs = run["artifacts"]["vae-cf-synth-tiny-epochs"].data
     rows = json.loads(epochs) if isinstance(epochs, str) else epochs

@@ -146,9 +146,18 @@ def test_registration_promotes_only_a_better_model(data, trained, tmp_path):
     assert first["promoted"] and first["version"] == 1 and first["champion"] == first["path"]
     card = Path(first["path"], registry.CARD).read_text()
     assert "Learning curve" in card and "| 1 |" in card and "first model" in card
+    assert (
+        card.count("](data:image/svg+xml;base64,") == 1
+    )  # the curve as a picture (tests/test_learning_curve.py)
     worse = {**scores, "hr@10": scores["hr@10"] - 0.1}
     second = register_model.fn(*args, worse, trained, PARAMS.model_dump(mode="json"), str(tmp_path))
     assert not second["promoted"] and second["version"] == 2 and second["champion"] == first["path"]
+    card = Path(second["path"], registry.CARD).read_text()
+    assert card.splitlines()[2] == (
+        f"**Not promoted: the champion stays v1.** Why: hr@10 {worse['hr@10']:.4f} does not beat champion"
+        f" v1's {scores['hr@10']:.4f}."
+    )
+    assert f"| **hr@10** (decides) | {worse['hr@10']:.4f} | {scores['hr@10']:.4f} | -0.1000 |" in card
 
 
 def test_ncf_recommend_from_the_registry_still_works(data, trained, tmp_path, capsys):

@@ -1,0 +1,147 @@
+"""The learning-curve picture (ncflow.learning_curve) and where it is shown: the train task's live
+artifact (tasks/train.py's EpochReporter) and the model card."""
+
+from __future__ import annotations
+
+import base64
+import math
+import re
+import xml.etree.ElementTree as ET
+
+from ncflow.learning_curve import learning_curve_markdown, learning_curve_svg
+from ncflow.specs import spec
+from tasks.train import EpochReporter
+
+SVG = "{http://www.w3.org/2000/svg}"
+
+
+def parse(svg: str) -> ET.Element:
+    root = ET.fromstring(svg)  # raises on anything that is not well-formed XML
+    assert root.tag == f"{SVG}svg" and float(root.get("width")) > 0 and float(root.get("height")) > 0
+    return root
+
+
+def circles(root: ET.Element, colour: str) -> list[tuple[float, float]]:
+    return [
+        (float(c.get("cx")), float(c.get("cy"))) for c in root.iter(f"{SVG}circle") if c.get("fill") == colour
+    ]
+
+
+def lines(root: ET.Element, colour: str) -> list[ET.Element]:
+    return [p for p in root.iter(f"{SVG}polyline") if p.get("stroke") == colour]
+
+
+def history(n: int) -> list[dict]:
+    """A plausible run: loss falls, HR@10 rises."""
+    return [
+        {"epoch": e, "loss": 0.6 - 0.03 * e, "hr@10": 0.4 + 0.02 * e, "ndcg@10": 0.2 + 0.015 * e}
+        for e in range(n)
+    ]
+
+
+def colour_of(root: ET.Element, label: str) -> str:
+    """The colour of the legend square beside the text that starts with `label`."""
+    items = list(root)
+    for i, element in enumerate(items):
+        if element.tag == f"{SVG}text" and (element.text or "").startswith(label):
+            return items[i - 1].get("fill")
+    raise AssertionError(f"no legend entry {label!r}")
+
+
+def test_many_epochs_draw_one_line_per_series_with_a_dot_per_epoch():
+    root = parse(learning_curve_svg(history(12), ["hr@10", "ndcg@10"]))
+    for label in ("loss", "HR@10", "NDCG@10"):
+        colour = colour_of(root, label)
+        assert len(circles(root, colour)) == 12 and len(lines(root, colour)) == 1, label
+    hr = circles(root, colour_of(root, "HR@10"))
+    assert [x for x, _ in hr] == sorted(x for x, _ in hr)  # epochs run left to right
+    assert hr[-1][1] < hr[0][1]  # a rising metric goes up the picture (SVG y grows downwards)
+    loss = circles(root, colour_of(root, "loss"))
+    assert loss[-1][1] > loss[0][1]  # a falling loss goes down
+    assert "HR@10 0.62" in "".join(root.itertext())  # the legend carries the latest value
+
+
+def test_a_long_run_stays_small_lines_without_dots():
+    rows = [{**row, "recall@20": 0.1 + 0.001 * row["epoch"]} for row in history(200)]
+    svg = learning_curve_svg(rows, ["hr@10", "ndcg@10", "recall@20"])
+    root = parse(svg)
+    assert len(svg) < 30_000  # rewritten every epoch and embedded in the card: keep it light
+    for label in ("loss", "HR@10", "NDCG@10", "RECALL@20"):
+        colour = colour_of(root, label)
+        assert len(lines(root, colour)) == 1 and not circles(root, colour), label
+        assert len(lines(root, colour)[0].get("points").split()) == 200
+
+
+def test_one_epoch_is_a_dot_not_an_empty_panel():
+    root = parse(learning_curve_svg(history(1), ["hr@10"]))
+    for label in ("loss", "HR@10"):
+        colour = colour_of(root, label)
+        assert len(circles(root, colour)) == 1 and not lines(root, colour)
+    assert "no " not in "".join(root.itertext())
+
+
+def test_nan_and_missing_values_break_the_line_instead_of_plotting_garbage():
+    rows = history(6)
+    rows[2]["hr@10"] = math.nan
+    del rows[3]["ndcg@10"]
+    rows[4]["loss"] = math.inf
+    svg = learning_curve_svg(rows, ["hr@10", "ndcg@10"])
+    assert not re.search(r"nan|inf", svg, re.IGNORECASE)
+    root = parse(svg)
+    hr, ndcg, loss = (colour_of(root, label) for label in ("HR@10", "NDCG@10", "loss"))
+    assert len(circles(root, hr)) == 5 and len(lines(root, hr)) == 2  # epochs 0-1 and 3-5
+    assert len(circles(root, ndcg)) == 5 and len(lines(root, ndcg)) == 2
+    assert len(circles(root, loss)) == 5 and len(lines(root, loss)) == 1  # 0-3, then epoch 5 alone: a dot
+
+
+def test_no_values_at_all_still_give_a_valid_picture_that_says_so():
+    for rows in ([], [{"epoch": 0}], [{"epoch": 0, "loss": math.nan, "hr@10": None}]):
+        root = parse(learning_curve_svg(rows, ["hr@10"]))
+        text = "".join(root.itertext())
+        assert "no loss values yet" in text and "no metrics values yet" in text
+        assert not list(root.iter(f"{SVG}circle"))
+
+
+def test_a_flat_curve_and_references_stay_inside_the_plot():
+    rows = [{"epoch": e, "loss": 0.5, "hr@10": 0.7} for e in range(3)]
+    root = parse(learning_curve_svg(rows, ["hr@10"], references={"champion v1 HR@10": 0.65, "bad": math.nan}))
+    text = "".join(root.itertext())
+    assert "champion v1 HR@10 0.65" in text and "bad" not in text
+    dashed = [line for line in root.iter(f"{SVG}line") if line.get("stroke-dasharray")]
+    assert len(dashed) == 1
+    frames = [r for r in root.iter(f"{SVG}rect") if r.get("stroke") == "#bbb"]
+    metrics_frame = frames[1]
+    top, bottom = (
+        float(metrics_frame.get("y")),
+        float(metrics_frame.get("y")) + float(metrics_frame.get("height")),
+    )
+    ys = [y for _, y in circles(root, colour_of(root, "HR@10"))] + [float(dashed[0].get("y1"))]
+    assert all(top <= y <= bottom for y in ys)
+
+
+def test_markdown_embeds_the_svg_as_a_base64_data_uri():
+    markdown = learning_curve_markdown(history(3), ["hr@10"], title="ncf <synth> & co")
+    found = re.fullmatch(r"!\[([^\]]+)\]\(data:image/svg\+xml;base64,([A-Za-z0-9+/=]+)\)", markdown)
+    assert found, markdown[:120]
+    assert "HR@10" in found.group(1)
+    root = parse(base64.b64decode(found.group(2)).decode())
+    assert "ncf <synth> & co" in "".join(root.itertext())  # escaped in the XML, intact when read
+
+
+def epoch_event(epoch: int, hr: float) -> dict:
+    return {
+        "event": "epoch", "epoch": epoch, "loss": 0.5 - 0.01 * epoch, "hr@10": hr, "ndcg@10": hr / 2,
+        "train_samples_per_s": 1000.0, "train_seconds": 1.0, "eval_seconds": 0.1,
+    }  # fmt: skip
+
+
+def test_the_train_task_reports_the_curve_and_the_best_epoch_so_far():
+    reporter = EpochReporter("ncf-x", 5, spec("ncf"))  # outside a run: no artifacts, the text only
+    reporter({"event": "start", "config": {"negatives": 4}, "train_positives": 10, "device": "cpu"})
+    for epoch, hr in enumerate([0.4, 0.6, math.nan, 0.5]):
+        reporter(epoch_event(epoch, hr))
+    text = reporter._curve(3)
+    assert text.startswith("**4 of at most 5 epochs done**; best HR@10 0.6000 at epoch 1")
+    image = re.search(r"base64,([A-Za-z0-9+/=]+)\)", text)
+    root = parse(base64.b64decode(image.group(1)).decode())
+    assert len(circles(root, colour_of(root, "HR@10"))) == 3  # the NaN epoch is a gap

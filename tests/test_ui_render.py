@@ -1,0 +1,113 @@
+"""The Prefect UI really draws the learning curve: a real server, a markdown artifact made by
+ncflow.learning_curve, and headless chromium (bench/cdp.py) reading the rendered page.
+
+Marked `ui` and skipped without chromium (CI has none; `bash bench/ui_check.sh` installs it). It
+guards the one assumption the picture rests on: that the UI's markdown renderer shows a base64
+`data:image/svg+xml` image (it drops inline <svg>), which a Prefect upgrade could change.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CHROMIUM = next(
+    (p for n in ("chromium", "chromium-browser", "google-chrome") if (p := shutil.which(n))), None
+)
+pytestmark = [
+    pytest.mark.ui,
+    pytest.mark.skipif(CHROMIUM is None, reason="no chromium (bench/ui_check.sh installs it)"),
+]
+
+MAKE_ARTIFACT = textwrap.dedent(
+    """
+    from prefect import flow
+    from prefect.artifacts import create_markdown_artifact
+    from ncflow.learning_curve import learning_curve_markdown
+
+    rows = [{"epoch": e, "loss": 0.6 - 0.05 * e, "hr@10": 0.4 + 0.05 * e} for e in range(5)]
+
+    @flow
+    def publish():
+        return create_markdown_artifact("# curve\\n\\n" + learning_curve_markdown(rows, ["hr@10"]), key="ui-curve")
+
+    print(publish())
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("ui")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(tmp / "home"),
+        "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PYTHONPATH": str(REPO),
+    }
+    env.pop("PREFECT_PROFILE", None)
+    log = open(tmp / "server.log", "w")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=2):
+                    break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise AssertionError(
+                        "prefect server did not start:\n" + (tmp / "server.log").read_text()[-3000:]
+                    ) from None
+                time.sleep(0.5)
+        yield env, f"http://127.0.0.1:{port}"
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+
+
+def test_the_ui_draws_the_learning_curve_image(server):
+    env, ui = server
+    made = subprocess.run(
+        [sys.executable, "-c", MAKE_ARTIFACT],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr[-3000:]
+    artifact_id = made.stdout.strip().splitlines()[-1]
+    sys.path.insert(0, str(REPO / "bench"))
+    from cdp import Browser
+
+    with Browser(CHROMIUM, 1200, 900) as browser:
+        browser.open(f"{ui}/artifacts/artifact/{artifact_id}", "document.body.innerText.includes('curve')")
+        browser.wait("[...document.images].some(i => i.src.startsWith('data:image/svg+xml'))", 30, "no image")
+        browser.wait("[...document.images].every(i => i.complete)", 30, "the image never loaded")
+        drawn = browser.evaluate(
+            "[...document.images].filter(i => i.src.startsWith('data:image/svg+xml'))"
+            ".map(i => [i.naturalWidth, i.getBoundingClientRect().width, i.getBoundingClientRect().height])"
+        )
+    assert len(drawn) == 1, drawn
+    natural, width, height = drawn[0]
+    assert natural > 0 and width > 100 and height > 50  # decoded and laid out, not a broken-image icon
