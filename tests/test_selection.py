@@ -126,7 +126,7 @@ def test_ncf_selects_on_validation_and_scores_test_once(ncf_valid_data: Path, tm
                                {}, str(registry), metric=metric)  # fmt: skip
     assert first["promoted"] and not second["promoted"] and "valid_hr@10" in second["reason"]
     card = (Path(second["path"]) / "MODEL_CARD.md").read_text()
-    assert "| valid_hr@10 |" in card and "| item popularity |" in card
+    assert "| **valid_hr@10** (decides) |" in card and "| item popularity |" in card
 
     bundle = load_bundle(Path(summary["bundle"]))
     n_users, n_items = bundle.model.config.n_users, bundle.model.config.n_items
