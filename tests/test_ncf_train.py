@@ -155,3 +155,11 @@ def test_a_folder_that_is_not_a_dataset_is_refused(tmp_path: Path) -> None:
     ]
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode != 0 and "not a processed dataset" in done.stderr
+
+
+def test_rates_read_at_gpu_and_cpu_scale() -> None:
+    from models.common.events import rate
+
+    assert rate(179.8e6, "samples") == "179.8M samples/s"
+    assert rate(20_407, "samples") == "20.4k samples/s"
+    assert rate(12, "users") == "12 users/s"

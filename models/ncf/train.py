@@ -45,7 +45,7 @@ from models.common.batching import even_batches
 from models.common.checkpoint import load_checkpoint, save_checkpoint
 from models.common.distributed import Dist, all_reduce_sum, sync
 from models.common.entrypoint import exit_now, run_trainer
-from models.common.events import Events, process_age
+from models.common.events import Events, process_age, rate
 from models.common.kernel_cache import use_kernel_cache
 from models.common.precision import Precision, resolve_precision
 from models.ncf.bundle import write_bundle
@@ -471,7 +471,7 @@ def train(cfg: TrainConfig, data_dir: Path, out: Path, d: Dist) -> dict:
         events.emit("epoch", **record)
         events.say(
             f"epoch {epoch:3d}  loss {loss:.4f}  {prefix}HR@{cfg.topk} {hr:.4f}  {prefix}NDCG@{cfg.topk} {ndcg:.4f}  "
-            f"{record['train_samples_per_s'] / 1e6:.1f}M samples/s  {t1 - t0:.2f}s + eval {t2 - t1:.2f}s"
+            f"{rate(record['train_samples_per_s'], 'samples')}  {t1 - t0:.2f}s + eval {t2 - t1:.2f}s"
         )
     summary = summarize(history, cfg.target_hr, key)
     summary["stopped"] = stop_reason(history, key, cfg.target_hr, cfg.patience) or "epochs"
