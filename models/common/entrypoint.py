@@ -10,6 +10,7 @@ from pathlib import Path
 
 from models.common.config_cli import add_config_flags, config_from_args
 from models.common.distributed import Dist, setup_distributed, teardown_distributed
+from models.common.lifetime import DIE_WITH_PARENT, die_with_parent
 
 
 def run_trainer(
@@ -20,6 +21,8 @@ def run_trainer(
     parser.add_argument("--out", required=True, type=Path, help="checkpoints and the bundle go here")
     add_config_flags(parser, config_cls)
     args = parser.parse_args(argv)
+    if "TORCHELASTIC_RUN_ID" in os.environ or os.environ.get(DIE_WITH_PARENT) == "1":
+        die_with_parent()  # under torchrun the parent is its agent; under ncflow.launch, the flow run
     try:
         cfg = config_from_args(config_cls, args)
     except ValueError as err:
