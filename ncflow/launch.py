@@ -70,10 +70,25 @@ def torchrun_command(
     """torchrun for several processes; one process runs the trainer directly. torchrun's agent is a
     second Python that imports torch and outlives its worker: measured 2026-11-22 on an H200, it added
     about 5 s to a 13 s run (bench/RESULTS.md)."""
-    trainer = ["-m", f"models.{model}.train", "--data", str(data_dir), "--out", str(out_dir), *config_flags(config)]
+    trainer = [
+        "-m",
+        f"models.{model}.train",
+        "--data",
+        str(data_dir),
+        "--out",
+        str(out_dir),
+        *config_flags(config),
+    ]
     if nproc == 1:
         return [sys.executable, *trainer]
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", *trainer]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={nproc}",
+        *trainer,
+    ]
 
 
 @dataclass
