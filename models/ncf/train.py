@@ -26,7 +26,6 @@ How a step is fast:
 from __future__ import annotations
 
 import dataclasses
-import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -453,6 +452,8 @@ def main(argv: list[str] | None = None) -> int:
         train,
         "a folder written by `ncflow data`",
         argv,
+        config_dir="ncf",
+        batch_units=lambda manifest, cfg: manifest["counts"]["train_positives"] * (1 + cfg["negatives"]),
     )
 
 

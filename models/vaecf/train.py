@@ -22,7 +22,6 @@ noise are drawn eagerly from a generator re-seeded per (seed, epoch, rank): a re
 from __future__ import annotations
 
 import dataclasses
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -282,6 +281,8 @@ def main(argv: list[str] | None = None) -> int:
         train,
         "a folder written by `ncflow data --protocol vaecf`",
         argv,
+        config_dir="vaecf",
+        batch_units=lambda manifest, cfg: manifest["counts"]["train_users"],
     )
 
 
