@@ -1,0 +1,20 @@
+"""The Prefect stack of the end-to-end tests (tests/e2e_stack.py): started once for the session when a
+test asks for it, and its logs checked when it stops."""
+
+from __future__ import annotations
+
+import pytest
+from e2e_stack import Stack, start_stack, stop_stack
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory) -> Stack:
+    running = start_stack(tmp_path_factory.mktemp("prefect"))
+    try:
+        yield running
+    finally:
+        stop_stack(running)
+    problems = running.log_problems()
+    assert not problems, "tracebacks or ERROR lines in the server's or a worker's log:\n" + "\n".join(
+        problems[:40]
+    )
