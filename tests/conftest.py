@@ -12,9 +12,9 @@ def stack(tmp_path_factory) -> Stack:
     running = start_stack(tmp_path_factory.mktemp("prefect"))
     try:
         yield running
+        problems = running.log_problems()
     finally:
         stop_stack(running)
-    problems = running.log_problems()
     assert not problems, "tracebacks or ERROR lines in the server's or a worker's log:\n" + "\n".join(
         problems[:40]
     )

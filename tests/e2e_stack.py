@@ -90,6 +90,7 @@ class Stack:
             self.excused.setdefault(log, []).append((begin[log], log.stat().st_size))
 
     def log_problems(self) -> list[str]:
+        """Lines with a traceback or ERROR, up to now (call it before stopping: shutdown is noisy)."""
         problems = []
         for log in self.logs:
             text = log.read_bytes()
