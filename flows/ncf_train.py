@@ -25,11 +25,7 @@ __all__ = ["check_gpus", "ncf_train"]  # check_gpus: the CLI checks before start
 MODEL = SPECS["ncf"]
 
 
-# retries=1: a run whose process died (automations.yaml fails it when its heartbeats stop) or that
-# failed runs once more, as the same flow run: data from the cache, training from its checkpoint.
-@flow(
-    name="ncf-train", flow_run_name="ncf-{dataset}", persist_result=True, retries=1
-)  # the result: a small dict
+@flow(name="ncf-train", flow_run_name="ncf-{dataset}", persist_result=True)  # the result: a small dict
 def ncf_train(
     dataset: str,
     gpus: int | None = None,

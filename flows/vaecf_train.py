@@ -25,11 +25,7 @@ from ncflow.specs import SPECS
 MODEL = SPECS["vae-cf"]
 
 
-# retries=1: a run whose process died (automations.yaml fails it when its heartbeats stop) or that
-# failed runs once more, as the same flow run: data from the cache, training from its checkpoint.
-@flow(
-    name="vae-cf-train", flow_run_name="vae-cf-{dataset}", persist_result=True, retries=1
-)  # the result: a small dict
+@flow(name="vae-cf-train", flow_run_name="vae-cf-{dataset}", persist_result=True)  # the result: a small dict
 def vae_cf_train(
     dataset: str,
     gpus: int | None = None,

@@ -3,9 +3,12 @@
 - `prefect flow-run cancel` during training: the run ends Cancelled, no trainer process survives, and
   the registry is unchanged.
 - The worker and its flow process SIGKILLed during training: the trainer dies with them; the run's
-  heartbeats stop, automations.yaml fails it, the flow's retry puts it back in the queue, a new worker
-  runs the same flow run again, training resumes from the last checkpoint, and the final weights equal
-  an uninterrupted run's, bit for bit (CPU).
+  heartbeats stop, automations.yaml marks it Crashed and schedules it again, a new worker runs the
+  same flow run, training resumes from the last checkpoint, and the final weights equal an
+  uninterrupted run's, bit for bit (CPU).
+
+Prefect logs a cancelled run's interrupted task as an ERROR ("Crash detected! Execution was aborted
+by a termination signal"): the cancellation is provoked, so its lines are excused.
 """
 
 from __future__ import annotations
@@ -38,12 +41,13 @@ def registry_snapshot(root: Path) -> dict[str, bytes]:
 
 def test_cancelling_during_training_stops_every_trainer_and_registers_nothing(stack):
     before = registry_snapshot(stack.tmp / "registry")
-    run_id = start_run(stack.env, DEPLOYMENT, *paths(stack.tmp), "epochs=1000")
-    out = stack.tmp / "runs" / run_id
-    wait_until(lambda: (out / "checkpoint.pt").is_file(), "the first checkpoint")  # training, for sure
-    assert trainer_pids(out), "no trainer process found while training"
-    prefect(stack.env, "flow-run", "cancel", run_id)
-    run = stack.call(finished_run, run_id)
+    with stack.expected_failures():
+        run_id = start_run(stack.env, DEPLOYMENT, *paths(stack.tmp), "epochs=1000")
+        out = stack.tmp / "runs" / run_id
+        wait_until(lambda: (out / "checkpoint.pt").is_file(), "the first checkpoint")  # training, for sure
+        assert trainer_pids(out), "no trainer process found while training"
+        prefect(stack.env, "flow-run", "cancel", run_id)
+        run = stack.call(finished_run, run_id)
     assert run["state"] == "Cancelled", run["logs"][-3000:]
     wait_until(lambda: not trainer_pids(out), "the trainer processes to end", 30)
     assert registry_snapshot(stack.tmp / "registry") == before

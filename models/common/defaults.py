@@ -68,9 +68,11 @@ def resolve_defaults(
         taken = {k: tuple(v) if isinstance(v, list) else v for k, v in loaded.items() if k in fields}
         values.update(taken)
         chosen = {k: v for k, v in taken.items() if k not in given}
-        note = f"defaults for {dataset} from configs/{config_dir}/{preset.name}: " + ", ".join(
-            f"{k}={v}" for k, v in chosen.items()
-        )
+        note = None  # every setting given (as the flows do): nothing to say
+        if chosen:
+            note = f"defaults for {dataset} from configs/{config_dir}/{preset.name}: " + ", ".join(
+                f"{k}={v}" for k, v in chosen.items()
+            )
     elif "batch_size" not in given:
         units = batch_units(manifest, {**values, **given})
         batch = largest_batch(units, values["batch_size"])
