@@ -19,7 +19,7 @@ import signal
 from pathlib import Path
 
 import torch
-from e2e_stack import RUN_TIMEOUT_S, finished_run, parent, prefect, start_run, trainer_pids, wait_until
+from e2e_stack import finished_run, parent, prefect, start_run, trainer_pids, wait_until
 from safetensors.torch import load_file
 
 from configs.ncf import NCFTrainParams
@@ -31,6 +31,13 @@ CRASH_EPOCHS = 8  # synth-tiny's default; the worker is killed after the first c
 
 def paths(tmp: Path) -> list[str]:
     return [f"data_dir={tmp / 'data'}", f"runs_dir={tmp / 'runs'}", f"registry_dir={tmp / 'registry'}"]
+
+
+async def read_run(flow_run_id: str):
+    from prefect.client.orchestration import get_client
+
+    async with get_client() as client:
+        return await client.read_flow_run(flow_run_id)
 
 
 def registry_snapshot(root: Path) -> dict[str, bytes]:
@@ -72,7 +79,9 @@ def test_a_killed_worker_run_is_rerun_and_resumes_to_the_same_weights(stack):
     wait_until(lambda: not trainer_pids(out), "the trainer to die with its flow process", 30)
 
     stack.start_worker()
-    run = stack.call(finished_run, run_id, RUN_TIMEOUT_S + 120)  # + detecting the lost heartbeats
+    # Crashed (a final state) comes first, then the second automation schedules the run again.
+    wait_until(lambda: stack.call(read_run, run_id).run_count >= 2, "the crashed run to run again", 300, 2)
+    run = stack.call(finished_run, run_id)
     assert run["state"] == "Completed", run["logs"][-3000:]
     assert run["run"].run_count == 2, run["run"].run_count
     resumed = re.search(r"resuming from the checkpoint: continuing at epoch (\d+)", run["logs"])
