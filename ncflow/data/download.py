@@ -176,7 +176,7 @@ def _download(
         for attempt in range(1, attempts + 1):
             log.info("downloading %s from %s (attempt %d of %d)", name, url, attempt, attempts)
             try:
-                got = _stream(url, part, progress)
+                got = _stream(url, part, progress, archive.name)
                 break
             except urllib.error.HTTPError as err:
                 err.close()
@@ -208,14 +208,14 @@ def _no_download(name: str, url: str, reason: str, ratings_file: str) -> str:
     )
 
 
-def _stream(url: str, part: Path, progress: bool) -> str:
+def _stream(url: str, part: Path, progress: bool, label: str) -> str:
     """One attempt: write the body to `part`, hashing on the way; return its md5."""
     request = urllib.request.Request(url, headers={"User-Agent": "ncflow"})
     with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:
         length = response.headers.get("Content-Length")
         total = int(length) if length and length.isdigit() else None
         digest, size = hashlib.md5(), 0
-        with open(part, "wb") as out, _bar(progress, total, part.stem) as advance:
+        with open(part, "wb") as out, _bar(progress, total, label) as advance:
             try:
                 while chunk := response.read(CHUNK):
                     out.write(chunk)
