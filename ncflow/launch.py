@@ -4,14 +4,19 @@ Plain Python, no Prefect: `tasks/train.py` wraps it, tests call it directly. Any
 is `python -m models.<model>.train --data DIR --out DIR [flags]` and speaks `models.common.events`
 plugs in (NCF now, VAE-CF later).
 
-The child is started with Popen in our own process group (no setsid): when a flow run is cancelled,
-Prefect kills the run's process group and the trainer dies with it. If we leave early for any other
-reason (an exception, an interrupt), the `finally` terminates it.
+The trainer never outlives the run that started it:
+- Cancelled: the child is started in our own process group (no setsid). Prefect's process worker runs
+  each flow run in a session of its own and, on cancellation, sends SIGTERM then SIGKILL to that whole
+  group, so torchrun, its workers and a direct trainer all get it (tests/test_flow_e2e.py).
+- Killed (the flow process SIGKILLed with its worker): the kernel kills the child too (PR_SET_PDEATHSIG,
+  set here for the child and by each trainer for itself, so torchrun's workers follow their agent).
+- Left early for any other reason (an exception, an interrupt): the `finally` terminates it.
 """
 
 from __future__ import annotations
 
 import collections
+import functools
 import json
 import os
 import signal
@@ -23,6 +28,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from models.common.lifetime import DIE_WITH_PARENT, die_with_parent
 
 STDERR_TAIL = 30  # lines of the trainer's stderr quoted when it fails
 ERROR_PREFIX = "error:"  # how the trainers report a problem with their input (bad data, bad setting)
@@ -132,7 +139,8 @@ def run_trainer(
     start = time.perf_counter()
     proc = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1,
-        env={**trainer_env(), **(env or {})}, cwd=cwd,
+        env={**trainer_env(), DIE_WITH_PARENT: "1", **(env or {})}, cwd=cwd,
+        preexec_fn=functools.partial(die_with_parent, os.getpid()),
     )  # fmt: skip
 
     def pump_stderr() -> None:

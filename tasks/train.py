@@ -18,6 +18,7 @@ checkpointed epoch. A failure the trainer explains with `error: ...` (bad data, 
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from ncflow.specs import ModelSpec, spec
 from tasks._run import artifact, run_logger
 from tasks.live_artifact import LiveArtifact
 
+TRAINER_EPOCH_LINE = re.compile(r"epoch\s+\d+\s+loss\s")  # `epoch   3  loss 0.4349  HR@10 ...` (stderr)
 DATA_SIZES = (
     "users",
     "items",
@@ -105,8 +107,9 @@ class EpochReporter:
         self.rows.append(row)
         scores = " ".join(f"{name.upper()} {event[name]:.4f}" for name in shown)
         self.log.info(
-            "epoch %d: loss %.4f %s, %s %s%s",
-            event["epoch"], event["loss"], scores, f"{event[rate_key]:,.0f}", rate_label, f"; {note}" if note else "",
+            "epoch %d: loss %.4f %s, %s %s (train %.2f s + eval %.2f s)%s",
+            event["epoch"], event["loss"], scores, f"{event[rate_key]:,.0f}", rate_label, event["train_seconds"],
+            event["eval_seconds"], f"; {note}" if note else "",
         )  # fmt: skip
         if self.progress_id is not None:
             update_progress_artifact(self.progress_id, min(100.0, 100.0 * (event["epoch"] + 1) / self.epochs))
@@ -132,6 +135,12 @@ class EpochReporter:
 def _finite(value: Any) -> bool:
     return isinstance(value, int | float) and math.isfinite(value)
 
+    def trainer_line(self, line: str) -> None:
+        """A line of the trainer's stderr into the task's log, except its per-epoch progress line: the
+        epoch is logged once, by `_epoch`, from the event (the same numbers plus the model's note)."""
+        if not TRAINER_EPOCH_LINE.match(line):
+            self.log.info("%s", line)
+
 
 @task(
     name="train_model",
@@ -152,7 +161,7 @@ def train_model(
     command = torchrun_command(what.package, Path(data_dir), Path(out_dir), config, processes)
     log.info("launching: %s", " ".join(command))
     reporter = EpochReporter(artifact_key, int(config.get("epochs", 1)), what)
-    run = run_trainer(command, on_event=reporter, on_line=log.info)
+    run = run_trainer(command, on_event=reporter, on_line=reporter.trainer_line)
     history = [{k: v for k, v in e.items() if k not in ("event", "elapsed_s")} for e in run.epochs]
     resumed = next((e["epoch"] for e in run.events if e.get("event") == "resume"), 0)
     if resumed:  # the epochs before it were reported by an earlier try: they are in the checkpoint

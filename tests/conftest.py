@@ -1,8 +1,10 @@
-"""Fixtures shared across test modules."""
+"""Fixtures shared across test modules: an in-process Prefect server, and the real stack of the
+end-to-end tests (tests/e2e_stack.py), started once for the session and its logs checked when it stops."""
 
 from __future__ import annotations
 
 import pytest
+from e2e_stack import Stack, start_stack, stop_stack
 
 
 @pytest.fixture(scope="session")
@@ -13,3 +15,16 @@ def prefect_server():
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory) -> Stack:
+    running = start_stack(tmp_path_factory.mktemp("prefect"))
+    try:
+        yield running
+        problems = running.log_problems()
+    finally:
+        stop_stack(running)
+    assert not problems, "tracebacks or ERROR lines in the server's or a worker's log:\n" + "\n".join(
+        problems[:40]
+    )

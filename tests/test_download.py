@@ -6,6 +6,7 @@ import hashlib
 import io
 import socket
 import threading
+import time
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ class Reply:
     status: int = 200
     body: bytes = b""
     extra_length: int = 0  # announce this many bytes more than are sent, then close: a truncated body
+    pause_s: float = 0.0  # stall this long half-way through the body: a slow download
 
 
 @dataclass
@@ -58,7 +60,11 @@ def server() -> Iterator[Server]:
             self.send_response(reply.status)
             self.send_header("Content-Length", str(len(reply.body) + reply.extra_length))
             self.end_headers()
-            self.wfile.write(reply.body)
+            half = len(reply.body) // 2
+            self.wfile.write(reply.body[:half])
+            self.wfile.flush()
+            time.sleep(reply.pause_s)
+            self.wfile.write(reply.body[half:])
             self.close_connection = True
 
         def log_message(self, *args: object) -> None:
@@ -244,3 +250,30 @@ def test_corrupt_member_data_with_right_md5(server: Server, tmp_path: Path) -> N
 def test_unknown_dataset(tmp_path: Path) -> None:
     with pytest.raises(NcflowError, match="unknown dataset"):
         fetch_dataset("ml-nope", tmp_path, **FAST)
+
+
+def test_two_downloads_of_one_dataset_at_once_share_nothing_half_written(
+    server: Server, tmp_path: Path
+) -> None:
+    """The second waits for the first (a lock per dataset), then finds it verified: one request, one
+    whole archive, and no part file of either left behind."""
+    archive = make_zip()
+    server.plan.replies = [Reply(body=archive, pause_s=0.5)]
+    results: list[Path | BaseException] = []
+
+    def fetch() -> None:
+        try:
+            results.append(fetch_dataset(NAME, tmp_path, server.url, md5=md5_of(archive), **FAST))
+        except BaseException as err:  # noqa: BLE001 - reported by the assertion below
+            results.append(err)
+
+    threads = [threading.Thread(target=fetch) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert results == [tmp_path / "raw" / NAME] * 2, results
+    assert server.plan.requests == 1
+    assert file_md5(tmp_path / "downloads" / f"{NAME}.zip") == md5_of(archive)
+    assert leftovers(tmp_path) == [f"downloads/{NAME}.zip", f"raw/{NAME}/.verified", f"raw/{NAME}/{NAME}/u.data",
+                                   f"raw/{NAME}/{NAME}/u.item"]  # fmt: skip

@@ -1,177 +1,108 @@
-"""End to end, the production path: a real `prefect server`, `prefect deploy` from prefect.yaml, a
-process worker, `prefect deployment run ncf-train/synth-tiny`; then the task runs, artifacts and the
-registered bundle read back through the Prefect client. A second run finds its data tasks Cached;
-bad parameters fail the run within seconds, with the reason in its logs. The same server and worker
-then run `vae-cf-train/synth-tiny` (a tiny Mult-VAE, 3 epochs): the same tasks, artifacts and registry.
+"""End to end, the production path, on the shared real stack (tests/e2e_stack.py): a `prefect server`,
+`prefect --no-prompt deploy --all` from prefect.yaml, a process worker.
+
+- The scheduler: Scheduled runs of both weekly ml20m deployments at their cron's next times, and an
+  interval schedule whose run the worker picks up and completes with no `prefect deployment run`.
+- `ncf-train/synth-tiny` through `prefect deployment run`: task runs, artifacts, one log line per
+  epoch, the registered bundle; a second run finds its data tasks Cached; bad parameters fail the run
+  within seconds, with the reason in its logs.
+- `vae-cf-train/synth-tiny` (a tiny Mult-VAE, 3 epochs): the same tasks, artifacts and registry.
+The server's and the worker's logs are checked for tracebacks and ERROR lines when the stack stops.
 """
 
 from __future__ import annotations
 
-import asyncio
+import datetime as dt
 import json
-import os
 import re
-import signal
-import socket
-import subprocess
 import sys
 import time
-import urllib.request
-from collections import Counter
-from pathlib import Path
 
-import pytest
+from e2e_stack import POOL, finished_run, prefect, run_deployment, wait_until
 
-REPO = Path(__file__).resolve().parents[1]
-PREFECT = str(Path(sys.executable).parent / "prefect")
-POOL, DEPLOYMENT, VAE_DEPLOYMENT = "ncflow-gpu", "ncf-train/synth-tiny", "vae-cf-train/synth-tiny"
-RUN_TIMEOUT_S = 300
+DEPLOYMENT, VAE_DEPLOYMENT = "ncf-train/synth-tiny", "vae-cf-train/synth-tiny"
+WEEKLY = {"ncf-train/ml20m": 0, "vae-cf-train/ml20m": 1}  # prefect.yaml: Mondays, Tuesdays 03:00 UTC
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def next_weekly(after: dt.datetime, weekday: int, count: int) -> list[dt.datetime]:
+    """The next `count` 03:00 UTC times on `weekday` (0 = Monday) after `after`."""
+    day = after.astimezone(dt.UTC).replace(hour=3, minute=0, second=0, microsecond=0)
+    day += dt.timedelta(days=(weekday - day.weekday()) % 7)
+    if day <= after:
+        day += dt.timedelta(days=7)
+    return [day + dt.timedelta(weeks=i) for i in range(count)]
 
 
-def start(command: list[str], env: dict, log: Path) -> subprocess.Popen:
-    handle = open(log, "w")  # noqa: SIM115 - closed with the process
-    proc = subprocess.Popen(
-        command, cwd=REPO, env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True
-    )
-    proc.log_handle = handle  # type: ignore[attr-defined]
-    return proc
-
-
-def stop(proc: subprocess.Popen) -> None:
-    """End the process and its children (it leads its own session: the worker's flow runs are in it)."""
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    proc.log_handle.close()  # type: ignore[attr-defined]
-
-
-def prefect(env: dict, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run([PREFECT, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
-    if check and result.returncode != 0:
-        raise AssertionError(f"prefect {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
-    return result
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("prefect")
-    port = free_port()
-    env = {
-        **os.environ,
-        "PREFECT_HOME": str(tmp / "home"),
-        "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_WORKER_QUERY_SECONDS": "1",  # the default 15 s poll would dominate the test
-        "PREFECT_RUNNER_POLL_FREQUENCY": "1",
-    }
-    env.pop("PREFECT_PROFILE", None)
-    procs = [
-        start(
-            [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)], env, tmp / "server.log"
-        )
-    ]
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline or procs[0].poll() is not None:
-                raise AssertionError(
-                    "prefect server did not start:\n" + (tmp / "server.log").read_text()[-3000:]
-                )
-            time.sleep(0.5)
-        prefect(env, "work-pool", "create", POOL, "--type", "process")
-        prefect(env, "work-pool", "set-concurrency-limit", POOL, "1")
-        prefect(env, "--no-prompt", "deploy", "--name", DEPLOYMENT, "--name", VAE_DEPLOYMENT)
-        procs.append(start([PREFECT, "worker", "start", "--pool", POOL], env, tmp / "worker.log"))
-        yield env, tmp
-    finally:
-        for proc in reversed(procs):
-            stop(proc)
-
-
-async def _wait(flow_run_id: str) -> dict:
+async def deployment_runs(name: str, state: str | None = None) -> list:
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import (
-        ArtifactFilter,
-        ArtifactFilterFlowRunId,
-        FlowRunFilter,
-        FlowRunFilterId,
-        LogFilter,
-        LogFilterFlowRunId,
-    )
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterStateType
 
     async with get_client() as client:
-        deadline = time.monotonic() + RUN_TIMEOUT_S
-        while True:
-            run = await client.read_flow_run(flow_run_id)
-            if run.state and run.state.is_final():
-                break
-            assert time.monotonic() < deadline, (
-                f"flow run {flow_run_id} still {run.state} after {RUN_TIMEOUT_S} s"
-            )
-            await asyncio.sleep(1)
-        ids = FlowRunFilter(id=FlowRunFilterId(any_=[run.id]))
-        tasks = await client.read_task_runs(flow_run_filter=ids)
-        artifacts = await client.read_artifacts(
-            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run.id]))
+        deployment = await client.read_deployment_by_name(name)
+        state_filter = FlowRunFilter(state={"type": FlowRunFilterStateType(any_=[state])}) if state else None
+        runs = await client.read_flow_runs(flow_run_filter=state_filter)
+    return [run for run in runs if run.deployment_id == deployment.id]
+
+
+def test_deploy_all_schedules_the_weekly_retraining(stack):
+    now = dt.datetime.now(dt.UTC)
+    for name, weekday in WEEKLY.items():
+        runs = wait_until(
+            lambda name=name: stack.call(deployment_runs, name, "SCHEDULED"),
+            f"Scheduled runs of {name}",
+            90,
+            1,
         )
-        # The run's process ships its logs in batches and may still be flushing them after the state is
-        # final: wait (briefly) for the engine's last line, "Finished in state ...".
-        log_deadline = time.monotonic() + 15
-        while True:
-            logs = await client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id])))
-            if any(e.message.startswith("Finished in state") and e.task_run_id is None for e in logs):
-                break
-            if time.monotonic() > log_deadline:
-                break
-            await asyncio.sleep(0.5)
-        result = await run.state.result(raise_on_failure=False) if run.state.is_completed() else None
-    return {
-        "state": run.state.name,
-        "seconds": run.total_run_time.total_seconds(),
-        "tasks": {t.name: t.state.name for t in tasks},
-        "artifacts": {
-            a.key: a for a in sorted(artifacts, key=lambda a: a.created) if a.key
-        },  # latest per key
-        "logs": "\n".join(entry.message for entry in logs),
-        "result": result,
-        "versions": Counter(a.key for a in artifacts if a.key),  # per key, in this run
-    }
+        times = sorted(run.expected_start_time.timestamp() for run in runs)
+        assert len(times) >= 3, (name, times)
+        assert times[:3] == [t.timestamp() for t in next_weekly(now, weekday, 3)], (name, times[:3])
 
 
-def run_deployment(env: dict, *params: str, deployment: str = DEPLOYMENT) -> dict:
-    args = [p for param in params for p in ("--param", param)]
-    out = prefect(env, "deployment", "run", deployment, *args).stdout
-    flow_run_id = re.search(r"UUID:\s*([0-9a-f-]{36})", out).group(1)
-    # Prefect reads its settings once per process (an earlier test may have imported it): set them here.
-    from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
+async def stop_schedules(name: str) -> None:
+    """Deactivate the deployment's schedules: the server deletes the runs they had scheduled."""
+    from prefect.client.orchestration import get_client
 
-    with temporary_settings(
-        updates={PREFECT_API_URL: env["PREFECT_API_URL"], PREFECT_HOME: env["PREFECT_HOME"]}
-    ):
-        return asyncio.run(_wait(flow_run_id))
+    async with get_client() as client:
+        deployment = await client.read_deployment_by_name(name)
+        for schedule in deployment.schedules:
+            await client.update_deployment_schedule(deployment.id, schedule.id, active=False)
 
 
-def test_deployment_runs_caches_registers_and_refuses_bad_parameters(server):
-    env, tmp = server
+def test_an_interval_schedule_runs_through_the_worker_without_deployment_run(stack):
+    """A synth-tiny deployment on a 30 s interval, made here from the same entrypoint (prefect.yaml
+    keeps none: a permanent short schedule would retrain synth-tiny on every user's worker for ever).
+    Its first run is left to the scheduler and the worker; then the schedule is switched off."""
+    where = stack.tmp / "interval"
+    params = {"dataset": "synth-tiny", "gpus": 0, "epochs": 2, "data_dir": str(where / "data"),
+              "runs_dir": str(where / "runs"), "registry_dir": str(where / "registry")}  # fmt: skip
+    name = "ncf-train/synth-tiny-interval"
+    prefect(
+        stack.env, "--no-prompt", "deploy", "flows/ncf_train.py:ncf_train", "--name", name.split("/")[1],
+        "--pool", POOL, "--interval", "30", "--params", json.dumps(params),
+    )  # fmt: skip
+    try:
+        started = wait_until(
+            lambda: [r for r in stack.call(deployment_runs, name) if r.state and not r.state.is_scheduled()],
+            "the worker to pick up a scheduled run", 180, 0.5,
+        )  # fmt: skip
+    finally:
+        stack.call(stop_schedules, name)  # one run is enough; no more during later tests
+    assert len(started) == 1 and started[0].auto_scheduled, started  # the scheduler's, not `deployment run`
+    run = stack.call(finished_run, str(started[0].id))
+    assert run["state"] == "Completed", run["logs"][-3000:]
+    assert (where / "registry" / "ncf" / "synth-tiny" / "v1" / "model.safetensors").is_file()
+    assert [r.id for r in stack.call(deployment_runs, name)] == [started[0].id]  # and nothing after it
+
+
+def epoch_lines(logs: list[str], epoch: int) -> list[str]:
+    return [line for line in logs if re.match(rf"epoch\s+{epoch}\b", line)]
+
+
+def test_deployment_runs_caches_registers_and_refuses_bad_parameters(stack):
+    tmp = stack.tmp
     where = [f"data_dir={tmp / 'data'}", f"runs_dir={tmp / 'runs'}", f"registry_dir={tmp / 'registry'}"]
     started = time.monotonic()
-    first = run_deployment(env, *where, "epochs=3")
+    first = run_deployment(stack, DEPLOYMENT, *where, "epochs=3")
     assert first["state"] == "Completed", first["logs"][-3000:]
     assert set(first["tasks"].values()) == {"Completed"}, first["tasks"]
     assert {"fetch-synth-tiny", "preprocess-synth-tiny", "train-ncf", "evaluate-ncf"} <= set(first["tasks"])
@@ -186,7 +117,10 @@ def test_deployment_runs_caches_registers_and_refuses_bad_parameters(server):
         first["versions"]["ncf-synth-tiny-epochs"] == first["versions"]["ncf-synth-tiny-learning-curve"] == 1
     )
     assert "3 of at most 3 epochs done" in first["artifacts"]["ncf-synth-tiny-learning-curve"].data
-    assert "fresh negatives" in first["logs"] and "epoch   2" in first["logs"]  # the trainer's own lines
+    train_log = first["task_logs"]["train-ncf"]
+    for epoch in range(3):  # one line per epoch, with the negatives drawn and the seconds
+        (line,) = epoch_lines(train_log, epoch)
+        assert "fresh negatives" in line and "HR@10" in line and "+ eval" in line, line
     champion = tmp / "registry" / "ncf" / "synth-tiny" / "v1"
     assert (champion / "model.safetensors").is_file() and (champion / "MODEL_CARD.md").is_file()
     assert json.loads((champion.parent / "champion.json").read_text())["version"] == 1
@@ -197,7 +131,7 @@ def test_deployment_runs_caches_registers_and_refuses_bad_parameters(server):
     assert "### Full ranking" in (champion / "MODEL_CARD.md").read_text()
     print(f"\nfirst run: {first['seconds']:.1f} s in the flow run, {result['seconds']}", file=sys.stderr)
 
-    second = run_deployment(env, *where, "epochs=3")
+    second = run_deployment(stack, DEPLOYMENT, *where, "epochs=3")
     assert second["state"] == "Completed", second["logs"][-3000:]
     assert (
         second["tasks"]["fetch-synth-tiny"] == "Cached"
@@ -211,17 +145,18 @@ def test_deployment_runs_caches_registers_and_refuses_bad_parameters(server):
         ("epochs=0", "epochs: Input should be greater than or equal to 1"),
         ("gpus=64", "gpus=64 asked for"),
     ]:
-        failed = run_deployment(env, *where, bad)
+        with stack.expected_failures():
+            failed = run_deployment(stack, DEPLOYMENT, *where, bad)
         assert failed["state"] == "Failed" and message in failed["logs"], (bad, failed["logs"][-2000:])
         assert failed["tasks"] == {}, failed["tasks"]  # refused before any task ran
     print(f"e2e total {time.monotonic() - started:.1f} s after server start", file=sys.stderr)
 
 
-def test_vae_cf_deployment_runs_through_the_same_tasks_and_registry(server):
-    env, tmp = server
+def test_vae_cf_deployment_runs_through_the_same_tasks_and_registry(stack):
+    tmp = stack.tmp
     where = [f"data_dir={tmp / 'data'}", f"runs_dir={tmp / 'runs'}", f"registry_dir={tmp / 'registry'}"]
     started = time.monotonic()
-    run = run_deployment(env, *where, "epochs=3", deployment=VAE_DEPLOYMENT)
+    run = run_deployment(stack, VAE_DEPLOYMENT, *where, "epochs=3")
     assert run["state"] == "Completed", run["logs"][-3000:]
     assert {"fetch-synth-tiny", "preprocess-synth-tiny", "train-vae-cf", "evaluate-vae-cf"} <= set(
         run["tasks"]
@@ -237,7 +172,9 @@ def test_vae_cf_deployment_runs_through_the_same_tasks_and_registry(server):
     epochs = run["artifacts"]["vae-cf-synth-tiny-epochs"].data
     rows = json.loads(epochs) if isinstance(epochs, str) else epochs
     assert [row["epoch"] for row in rows] == [0, 1, 2] and "NDCG@100" in rows[0] and "users/s" in rows[0]
-    assert "NDCG@100" in run["logs"] and "epoch   2" in run["logs"]  # the trainer's own lines
+    for epoch in range(3):
+        (line,) = epoch_lines(run["task_logs"]["train-vae-cf"], epoch)
+        assert "NDCG@100" in line and "users/s" in line, line
     champion = tmp / "registry" / "vae-cf" / "synth-tiny" / "v1"
     assert (champion / "model.safetensors").is_file() and (champion / "MODEL_CARD.md").is_file()
     assert json.loads((champion.parent / "champion.json").read_text())["version"] == 1
@@ -246,7 +183,8 @@ def test_vae_cf_deployment_runs_through_the_same_tasks_and_registry(server):
     assert 0 <= result["full_hr@10"] <= 1 and 0 <= result["full_ndcg@10"] <= 1, result
     print(f"\nvae-cf run: {run['seconds']:.1f} s in the flow run, {result['seconds']}", file=sys.stderr)
 
-    failed = run_deployment(env, *where, "anneal=bogus", deployment=VAE_DEPLOYMENT)
+    with stack.expected_failures():
+        failed = run_deployment(stack, VAE_DEPLOYMENT, *where, "anneal=bogus")
     assert failed["state"] == "Failed" and "anneal: Input should be" in failed["logs"], failed["logs"][-2000:]
     assert failed["tasks"] == {}, failed["tasks"]  # refused before any task ran
     print(f"vae-cf e2e {time.monotonic() - started:.1f} s", file=sys.stderr)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 import zipfile
 from collections import defaultdict
 from pathlib import Path
@@ -202,3 +205,34 @@ def test_a_zip_source_is_read_like_the_archive(tmp_path: Path, capsys) -> None:
     assert cli(["data", "ml-100k", "--source", str(archive), "--data-dir", str(tmp_path / "d")]) == 2
     assert "checksum mismatch" in capsys.readouterr().err  # not GroupLens' archive: refused, not trusted
     assert not (tmp_path / "d" / "raw" / "ml-100k").exists()
+
+
+def test_two_runs_of_the_same_data_stage_at_once_agree(tmp_path: Path) -> None:
+    """Two `ncflow data` processes on one data folder at once (as two flow runs would be): the
+    synthetic generator and the preprocessing take turns (a lock per output), both report the same
+    complete folder, and no temporary or lock file is left."""
+    script = "import sys; from ncflow.cli import main; sys.exit(main(sys.argv[1:]))"
+    command = [
+        sys.executable,
+        "-c",
+        script,
+        "data",
+        "synth-tiny",
+        "--data-dir",
+        str(tmp_path),
+        "--device",
+        "cpu",
+    ]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    procs = [
+        subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    outs = [proc.communicate(timeout=300) for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0], [err[-2000:] for _, err in outs]
+    folders = {out.strip().splitlines()[-1] for out, _ in outs}
+    assert len(folders) == 1, folders
+    folder = Path(folders.pop())
+    assert json.loads((folder / "manifest.json").read_text())["counts"]["users"] > 0
+    stray = [p.name for p in tmp_path.rglob("*") if p.name.startswith(".")]
+    assert stray == [], stray

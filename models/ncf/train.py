@@ -508,6 +508,8 @@ def main(argv: list[str] | None = None) -> int:
         train,
         "a folder written by `ncflow data`",
         argv,
+        config_dir="ncf",
+        batch_units=lambda manifest, cfg: manifest["counts"]["train_positives"] * (1 + cfg["negatives"]),
     )
 
 

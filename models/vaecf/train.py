@@ -298,6 +298,8 @@ def main(argv: list[str] | None = None) -> int:
         train,
         "a folder written by `ncflow data --protocol vaecf`",
         argv,
+        config_dir="vaecf",
+        batch_units=lambda manifest, cfg: manifest["counts"]["train_users"],
     )
 
 

@@ -11,6 +11,8 @@ import contextlib
 import hashlib
 import http.client
 import logging
+import os
+import tempfile
 import time
 import urllib.error
 import urllib.parse
@@ -23,6 +25,7 @@ from pathlib import Path
 from configs import dataset_spec
 from ncflow.atomic import atomic_dir
 from ncflow.errors import NcflowError
+from ncflow.locks import exclusive
 
 log = logging.getLogger("ncflow.download")
 
@@ -78,8 +81,7 @@ def fetch_dataset(
     if _is_cached(raw, expected, spec.ratings_file):
         log.info("%s already extracted and verified in %s: skipping", name, raw)
         return raw
-
-    if local is not None:
+    if local is not None:  # checked before taking the lock: a bad file leaves nothing behind
         if not local.is_file():
             raise NcflowError(
                 f"--source {source} does not exist: give a URL, a local {name}.zip, or a folder"
@@ -91,19 +93,39 @@ def fetch_dataset(
             )
         log.info("verifying %s", local)
         _check_md5(local, expected, label=str(local))  # the user's own file: never deleted
-        return _extract(local, raw, expected, spec.ratings_file, delete_on_error=False)
 
-    url = source or spec.url
-    archive = data_dir / "downloads" / f"{name}.zip"
+    with exclusive(raw):  # a concurrent fetch of the same dataset waits here, then finds it cached
+        if _is_cached(raw, expected, spec.ratings_file):
+            log.info("%s was extracted and verified in %s meanwhile: skipping", name, raw)
+            return raw
+        if local is not None:
+            return _extract(local, raw, expected, spec.ratings_file, delete_on_error=False)
+        archive = data_dir / "downloads" / f"{name}.zip"
+        _fetch_archive(
+            name, source or spec.url, archive, expected, spec.ratings_file, retries, backoff_s, progress
+        )
+        return _extract(archive, raw, expected, spec.ratings_file, delete_on_error=True)
+
+
+def _fetch_archive(
+    name: str,
+    url: str,
+    archive: Path,
+    expected: str,
+    ratings_file: str,
+    retries: int,
+    backoff_s: float,
+    progress: bool,
+) -> None:
+    """A verified `archive`: the one already downloaded if its md5 holds, else a fresh download."""
     if archive.is_file():
         log.info("verifying cached archive %s", archive)
         if file_md5(archive) == expected:
             log.info("cached archive %s is verified: skipping download", archive)
-            return _extract(archive, raw, expected, spec.ratings_file, delete_on_error=True)
+            return
         log.warning("cached archive %s fails its checksum: downloading again", archive)
         archive.unlink()
-    _download(name, url, archive, expected, spec.ratings_file, retries, backoff_s, progress)
-    return _extract(archive, raw, expected, spec.ratings_file, delete_on_error=True)
+    _download(name, url, archive, expected, ratings_file, retries, backoff_s, progress)
 
 
 def _is_url(source: str) -> bool:
@@ -142,16 +164,19 @@ def _download(
     backoff_s: float,
     progress: bool,
 ) -> None:
-    """Stream `url` into `<archive>.part`, verify length and md5, then rename; the .part never survives."""
+    """Stream `url` into a `.part` file of this call's own, verify length and md5, then rename; the .part
+    never survives. (Own part files as well as the lock: a process never writes into another's.)"""
     archive.parent.mkdir(parents=True, exist_ok=True)
-    part = archive.with_name(archive.name + ".part")
+    fd, part_name = tempfile.mkstemp(prefix=f".{archive.name}.", suffix=".part", dir=archive.parent)
+    os.close(fd)
+    part = Path(part_name)
     attempts = 1 if url.lower().startswith("file:") else max(1, retries + 1)
     reason = "no attempt made"
     try:
         for attempt in range(1, attempts + 1):
             log.info("downloading %s from %s (attempt %d of %d)", name, url, attempt, attempts)
             try:
-                got = _stream(url, part, progress)
+                got = _stream(url, part, progress, archive.name)
                 break
             except urllib.error.HTTPError as err:
                 err.close()
@@ -183,14 +208,14 @@ def _no_download(name: str, url: str, reason: str, ratings_file: str) -> str:
     )
 
 
-def _stream(url: str, part: Path, progress: bool) -> str:
+def _stream(url: str, part: Path, progress: bool, label: str) -> str:
     """One attempt: write the body to `part`, hashing on the way; return its md5."""
     request = urllib.request.Request(url, headers={"User-Agent": "ncflow"})
     with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:
         length = response.headers.get("Content-Length")
         total = int(length) if length and length.isdigit() else None
         digest, size = hashlib.md5(), 0
-        with open(part, "wb") as out, _bar(progress, total, part.stem) as advance:
+        with open(part, "wb") as out, _bar(progress, total, label) as advance:
             try:
                 while chunk := response.read(CHUNK):
                     out.write(chunk)

@@ -34,6 +34,7 @@ from ncflow.data.ncf_split import ncf_split
 from ncflow.data.readers import Interactions, find_file, read_interactions_file, read_movielens, read_titles
 from ncflow.data.vae_split import SPLITS, vae_split
 from ncflow.errors import NcflowError
+from ncflow.locks import exclusive
 from ncflow.xp import Device, get_xp, to_numpy
 
 # Bump when the output of the same input and config changes: it is part of the cache key.
@@ -79,7 +80,25 @@ def preprocess(
     out = output_dir(out_root, dataset, source_md5, config)
     if (out / "manifest.json").is_file():
         return out  # complete: folders appear only by rename after a full write
-    seconds["checksum"] = time.perf_counter() - start
+    with exclusive(out):  # a concurrent run of the same inputs waits, then finds the folder written
+        if (out / "manifest.json").is_file():
+            return out
+        seconds["checksum"] = time.perf_counter() - start
+        _write_processed(dataset, raw, out, source, source_md5, config, device, seconds)
+    return out
+
+
+def _write_processed(
+    dataset: str,
+    raw: Path,
+    out: Path,
+    source: Path,
+    source_md5: str,
+    config: PreprocessConfig,
+    device: Device,
+    seconds: dict[str, float],
+) -> None:
+    """Read, split and write `out` (atomically); the caller holds its lock."""
 
     start = time.perf_counter()
     interactions, titles = read_raw(dataset, raw, config)
@@ -147,7 +166,6 @@ def preprocess(
         seconds["write"] = time.perf_counter() - start
         manifest["seconds"] = {k: round(v, 3) for k, v in seconds.items()}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    return out
 
 
 def ncf_tables(split) -> dict[str, pa.Table]:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from configs import dataset_registry
 from ncflow.errors import NcflowError
+from ncflow.locks import exclusive
 
 SYNTH_PREFIX = "synth-"
 
@@ -27,8 +28,9 @@ def obtain_raw(dataset: str, data_dir: Path, source: str | None = None) -> Path:
         if preset not in PRESETS:
             raise NcflowError(f"unknown synthetic preset {preset!r}: known are {', '.join(sorted(PRESETS))}")
         out = data_dir / "raw" / dataset
-        if not (out / "ratings.csv").is_file():  # the generator writes whole folders or nothing
-            write_synthetic(preset, out)
+        with exclusive(out):  # a concurrent run waits, then finds the folder written
+            if not (out / "ratings.csv").is_file():  # the generator writes whole folders or nothing
+                write_synthetic(preset, out)
         return out
     if dataset in dataset_registry():
         from ncflow.data.download import fetch_dataset
