@@ -118,18 +118,21 @@ class EpochReporter:
         self.curve.publish(curve, description=curve.split("\n")[0].replace("**", ""))  # the headline
 
     def _curve(self, epoch: int) -> str:
-        """The curve under one line of words: where training is and its best epoch so far."""
-        metric = self.model.metrics[0]
+        """The curve under one line of words: where training is and its best epoch so far. With a
+        validation split the epochs report valid_* metrics: those are drawn."""
+        measured = any(self.model.metrics[0].upper() in r for r in self.rows)
+        names = tuple(m if measured else f"valid_{m}" for m in self.model.metrics)
+        metric = names[0]
         scored = [r for r in self.rows if _finite(r.get(metric.upper()))]
         best = max(scored, key=lambda r: r[metric.upper()], default=None)
         headline = f"**{epoch + 1} of at most {self.epochs} epochs done**" + (
             f"; best {metric.upper()} {best[metric.upper()]:.4f} at epoch {best['epoch']}" if best else ""
         )
         history = [
-            {"epoch": r["epoch"], "loss": r["loss"], **{m: r.get(m.upper()) for m in self.model.metrics}}
+            {"epoch": r["epoch"], "loss": r["loss"], **{m: r.get(m.upper()) for m in names}}
             for r in self.rows
         ]
-        return headline + "\n\n" + learning_curve_markdown(history, self.model.metrics) + "\n"
+        return headline + "\n\n" + learning_curve_markdown(history, names) + "\n"
 
 
 def _finite(value: Any) -> bool:

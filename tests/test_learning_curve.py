@@ -145,3 +145,16 @@ def test_the_train_task_reports_the_curve_and_the_best_epoch_so_far():
     image = re.search(r"base64,([A-Za-z0-9+/=]+)\)", text)
     root = parse(base64.b64decode(image.group(1)).decode())
     assert len(circles(root, colour_of(root, "HR@10"))) == 3  # the NaN epoch is a gap
+
+
+def test_with_a_validation_split_the_train_task_draws_the_validation_metrics():
+    reporter = EpochReporter("ncf-x", 3, spec("ncf"))
+    reporter({"event": "start", "config": {"negatives": 4}, "train_positives": 10, "device": "cpu"})
+    for epoch, hr in enumerate([0.3, 0.5]):
+        event = epoch_event(epoch, hr)
+        event = {("valid_" + k if k in ("hr@10", "ndcg@10") else k): v for k, v in event.items()}
+        reporter(event)
+    text = reporter._curve(1)
+    assert text.startswith("**2 of at most 3 epochs done**; best VALID_HR@10 0.5000 at epoch 1")
+    root = parse(base64.b64decode(re.search(r"base64,([A-Za-z0-9+/=]+)\)", text).group(1)).decode())
+    assert len(circles(root, colour_of(root, "VALID_HR@10"))) == 2
