@@ -134,15 +134,15 @@ class EpochReporter:
         ]
         return headline + "\n\n" + learning_curve_markdown(history, names) + "\n"
 
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, int | float) and math.isfinite(value)
-
     def trainer_line(self, line: str) -> None:
         """A line of the trainer's stderr into the task's log, except its per-epoch progress line: the
         epoch is logged once, by `_epoch`, from the event (the same numbers plus the model's note)."""
         if not TRAINER_EPOCH_LINE.match(line):
             self.log.info("%s", line)
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value)
 
 
 @task(
