@@ -10,18 +10,15 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import textwrap
 import time
 import urllib.request
-from pathlib import Path
 
 import pytest
+from e2e_stack import PREFECT, REPO, free_port, start, stop
 
-REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = next(
     (p for n in ("chromium", "chromium-browser", "google-chrome") if (p := shutil.which(n))), None
 )
@@ -50,9 +47,7 @@ MAKE_ARTIFACT = textwrap.dedent(
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("ui")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     env = {
         **os.environ,
         "PREFECT_HOME": str(tmp / "home"),
@@ -61,11 +56,9 @@ def server(tmp_path_factory):
         "PYTHONPATH": str(REPO),
     }
     env.pop("PREFECT_PROFILE", None)
-    log = open(tmp / "server.log", "w")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
+    proc = start(
+        [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)], env, tmp / "server.log"
+    )
     try:
         deadline = time.monotonic() + 180
         while True:
@@ -80,13 +73,7 @@ def server(tmp_path_factory):
                 time.sleep(0.5)
         yield env, f"http://127.0.0.1:{port}"
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
+        stop(proc)
 
 
 def test_the_ui_draws_the_learning_curve_image(server):
