@@ -8,6 +8,7 @@ if [ -d .whl ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD
 fi
 export PYTHONPATH=${PYTHONPATH:-$PWD} PYTHONUNBUFFERED=1 PYTHONPYCACHEPREFIX=/tmp/pycache-startup
+unset PYTHONDONTWRITEBYTECODE  # the GPU image sets it; a worker's pip install has bytecode
 DATA=/tmp/ncflow-bench
 [ -f $DATA/raw/synth-ml20m/ratings.csv ] || python3 -m ncflow.cli synth ml20m --out $DATA/raw/synth-ml20m > /dev/null 2>&1
 NCF=$(python3 -m ncflow.cli data synth-ml20m --data-dir $DATA --device gpu 2>/dev/null | tail -1)
