@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from models.common.manifest import read_processed_manifest
-from models.common.parquet import read_table
+from models.common.parquet import read_table, to_numpy
 
 
 @dataclass(frozen=True)
@@ -48,8 +48,8 @@ def load_ncf_data(folder: Path, device: torch.device) -> NCFData:
     valid = read_heldout(folder / "valid.parquet") if (folder / "valid.parquet").is_file() else None
     counts = manifest["counts"]
     return NCFData(
-        train_user=put(train.column("user").to_numpy()),
-        train_item=put(train.column("item").to_numpy()),
+        train_user=put(to_numpy(train.column("user"))),
+        train_item=put(to_numpy(train.column("item"))),
         candidates=put(candidates),
         n_users=int(counts["users"]),
         n_items=int(counts["items"]),
@@ -63,6 +63,6 @@ def read_heldout(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """(users (R,), candidates (R, 1+K): the held-out positive, then its K negatives) of test/valid.parquet."""
     table = read_table(path)
     k = table.schema.field("negatives").type.list_size
-    negatives = table.column("negatives").combine_chunks().flatten().to_numpy().reshape(-1, k)
-    candidates = np.concatenate([table.column("item").to_numpy()[:, None], negatives], axis=1)
-    return table.column("user").to_numpy(), candidates
+    negatives = to_numpy(table.column("negatives").combine_chunks().flatten()).reshape(-1, k)
+    candidates = np.concatenate([to_numpy(table.column("item"))[:, None], negatives], axis=1)
+    return to_numpy(table.column("user")), candidates

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from models.common.manifest import read_processed_manifest
-from models.common.parquet import read_table
+from models.common.parquet import read_table, to_numpy
 
 SPLITS = ("train", "valid_foldin", "valid_target", "test_foldin", "test_target")
 
@@ -65,10 +65,10 @@ def read_csr(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(indptr int64, indices int32, user ids) of one `<split>.parquet` (user_id, items: list<int32>)."""
     table = read_table(path)
     items = table.column("items").combine_chunks()
-    offsets = items.offsets.to_numpy().astype(np.int64)
+    offsets = to_numpy(items.offsets).astype(np.int64)
     indptr = offsets - offsets[0]  # a sliced array's offsets need not start at 0
-    indices = items.flatten().to_numpy(zero_copy_only=False)
-    return indptr, indices, table.column("user_id").to_numpy()
+    indices = to_numpy(items.flatten())
+    return indptr, indices, to_numpy(table.column("user_id"))
 
 
 def load_vae_data(folder: Path, device: torch.device | str = "cpu") -> VAEData:
