@@ -4,14 +4,14 @@
 # kernel caches, as on a new worker) and warm (a repeat run on the same worker); plus VAE-CF users/s.
 #
 #   bash bench/compare_reference.sh OUT_DIR [N_GPUS]          # on the GPU machine, from the repo root
-#   STAGES="env data check wall thr thrN wallN profile vae" TARGET=0.85 bash bench/compare_reference.sh ...
+#   STAGES="env data check thr bare wall thrN wallN profile vae" TARGET=0.85 bash bench/compare_reference.sh ...
 #
 # Needs: the reference copied to .carry/reference (cp -r ../shared/reference/nvidia-ncf-pytorch
 # .carry/reference), pydantic wheels in .whl/ (the GPU image lacks it; `ncflow data` uses it). Writes
 # OUT_DIR/compare.json (bench/compare_summary.py: absolute figures and a `ratios` object) and logs.
 set -u
 OUT=${1:?out dir}; N=${2:-$(nvidia-smi -L | wc -l)}
-STAGES=${STAGES:-"env data check wall thr thrN wallN profile vae"}; TARGET=${TARGET:-0.85}
+STAGES=${STAGES:-"env data check thr bare wall thrN wallN profile vae"}; TARGET=${TARGET:-0.85}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 if [ -d .whl ]; then
@@ -19,9 +19,10 @@ if [ -d .whl ]; then
 fi
 export PYTHONPATH=${PYTHONPATH:-$PWD}
 DATA=/tmp/ncflow-bench; REF=.carry/reference; export REF_DATA=/tmp/ncf-reference-data
-# Python bytecode: this image's site-packages holds none, so every import compiles torch's sources.
-# Everything but ncflow's cold run shares one warm folder (the reference gets it warm: its best case);
-# ncflow's cold run starts from an empty one, and its warm run repeats with the cold run's folders.
+# Python bytecode: this image's site-packages holds none, so every import compiles torch's sources,
+# while a pip-installed worker has it. Both programs share one folder, filled by the throughput stage
+# (it runs first, untimed for wall time). "Cold" is then a new worker: ncflow's Triton and CuPy kernel
+# caches empty. "bare" also empties the bytecode (an image without any: reported, not a ratio).
 export PYTHONPYCACHEPREFIX=/tmp/pycache-shared
 # The image sets PYTHONDONTWRITEBYTECODE: without this every run of either program recompiles torch's
 # sources (4-5 s). A worker with a normal pip install has bytecode; ncflow's launcher lifts it too.
@@ -50,12 +51,19 @@ if stage check; then
   log GPU kernels against their twins
   python3 bench/ncf_kernel_check.py 2>&1 | tee "$OUT/kernel_check.txt" | tail -3
 fi
+if stage thr; then
+  log ncflow 1 GPU throughput
+  CUDA_VISIBLE_DEVICES=0 python3 bench/ncf_train.py --data "$NCF" --precisions bf16 --epochs 4 --json "$OUT/thr_ncflow_1.json" 2>&1 | grep -v Warn | tail -4
+  log reference 1 GPU throughput
+  [ -z "${SKIP_REF:-}" ] && CUDA_VISIBLE_DEVICES=0 bash $REF/run.sh "$NCF" 1 -e 4 > "$OUT/thr_reference_1.log"; grep -c train_throughput "$OUT/thr_reference_1.log"
+fi
 if stage wall; then
-  for run in cold warm; do
-    log "ncflow 1 GPU, wall time to HR@10 $TARGET ($run kernel caches)"
-    [ $run = cold ] && rm -rf /tmp/ncflow-cache /tmp/pycache-ncflow
-    rm -rf /tmp/ncf-run-$run
-    PYTHONPYCACHEPREFIX=/tmp/pycache-ncflow NCFLOW_CACHE_DIR=/tmp/ncflow-cache CUDA_VISIBLE_DEVICES=0 wall "$OUT/wall_ncflow_1_$run.s" -- \
+  runs="cold warm"; stage bare && runs="bare cold warm"
+  for run in $runs; do
+    log "ncflow 1 GPU, wall time to HR@10 $TARGET ($run)"
+    rm -rf /tmp/ncf-run-$run; [ $run = warm ] || rm -rf /tmp/ncflow-cache
+    pycache=/tmp/pycache-shared; [ $run = bare ] && { pycache=/tmp/pycache-bare; rm -rf $pycache; }
+    PYTHONPYCACHEPREFIX=$pycache NCFLOW_CACHE_DIR=/tmp/ncflow-cache CUDA_VISIBLE_DEVICES=0 wall "$OUT/wall_ncflow_1_$run.s" -- \
       python3 -m models.ncf.train --data "$NCF" --out /tmp/ncf-run-$run --target-hr "$TARGET" \
       > "$OUT/wall_ncflow_1_$run.jsonl" 2> "$OUT/wall_ncflow_1_$run.err"
     echo "  $(cat "$OUT/wall_ncflow_1_$run.s") s; $(tail -1 "$OUT/wall_ncflow_1_$run.err")"
@@ -63,12 +71,6 @@ if stage wall; then
   log "reference 1 GPU, wall time to HR@10 $TARGET"
   [ -z "${SKIP_REF:-}" ] && CUDA_VISIBLE_DEVICES=0 wall "$OUT/wall_reference_1.s" -- bash $REF/run.sh "$NCF" 1 -e 30 --threshold "$TARGET" > "$OUT/wall_reference_1.log"
   echo "  $(cat "$OUT/wall_reference_1.s") s"
-fi
-if stage thr; then
-  log ncflow 1 GPU throughput
-  CUDA_VISIBLE_DEVICES=0 python3 bench/ncf_train.py --data "$NCF" --precisions bf16 --epochs 4 --json "$OUT/thr_ncflow_1.json" 2>&1 | grep -v Warn | tail -4
-  log reference 1 GPU throughput
-  [ -z "${SKIP_REF:-}" ] && CUDA_VISIBLE_DEVICES=0 bash $REF/run.sh "$NCF" 1 -e 4 > "$OUT/thr_reference_1.log"; grep -c train_throughput "$OUT/thr_reference_1.log"
 fi
 if stage thrN; then
   for g in $(seq 2 "$N"); do
@@ -81,7 +83,7 @@ if stage thrN; then
 fi
 if stage wallN; then
   log "ncflow $N GPUs, wall time to HR@10 $TARGET (warm caches)"
-  PYTHONPYCACHEPREFIX=/tmp/pycache-ncflow NCFLOW_CACHE_DIR=/tmp/ncflow-cache wall "$OUT/wall_ncflow_${N}_warm.s" -- torchrun --standalone --nproc-per-node "$N" \
+  NCFLOW_CACHE_DIR=/tmp/ncflow-cache wall "$OUT/wall_ncflow_${N}_warm.s" -- torchrun --standalone --nproc-per-node "$N" \
     -m models.ncf.train --data "$NCF" --out /tmp/ncf-run-n --target-hr "$TARGET" > "$OUT/wall_ncflow_${N}_warm.jsonl" 2> "$OUT/wall_ncflow_${N}_warm.err"
   echo "  $(cat "$OUT/wall_ncflow_${N}_warm.s") s"
   log "reference $N GPUs, wall time to HR@10 $TARGET"

@@ -96,6 +96,7 @@ def main() -> int:
     counts = [g for g in (1, 2, 4, 8) if g <= n] + ([n] if n not in (1, 2, 4, 8) else [])
     thr = {g: throughput(out, g) for g in counts}
     walls = {
+        "ncflow_1_bare": ncflow_run(out, "wall_ncflow_1_bare"),  # no bytecode either: not a ratio
         "ncflow_1_cold": ncflow_run(out, "wall_ncflow_1_cold"), "ncflow_1_warm": ncflow_run(out, "wall_ncflow_1_warm"),
         f"ncflow_{n}_warm": ncflow_run(out, f"wall_ncflow_{n}_warm"),
         "reference_1": {"wall_s": number(out / "wall_reference_1.s"), **(reference_log(out / "wall_reference_1.log") or {})},
@@ -123,9 +124,11 @@ def main() -> int:
         "date": str(date.today()), "gpu": read(out / "gpu.txt"), "versions": read(out / "versions.txt"),
         "commit": read(out / "commit.txt"), "target_hr": args.target, "gpus": n,
         "throughput": thr, "wall": walls, "vae_users_per_s": vae_rates, "ratios": ratios,
+        "startup_s": {run: w and w["ready_process_s"] for run, w in walls.items() if run.startswith("ncflow_1_")},
     }  # fmt: skip
     (out / "compare.json").write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(ratios))
+    print(f"start-up before the first step (s): {report['startup_s']}")
     for g, t in thr.items():
         print(
             f"{g} GPU(s): ncflow {fmt(t['ncflow_samples_per_s'])} samples/s, reference {fmt(t['reference_samples_per_s'])}"
