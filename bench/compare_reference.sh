@@ -4,7 +4,7 @@
 # kernel caches, as on a new worker) and warm (a repeat run on the same worker); plus VAE-CF users/s.
 #
 #   bash bench/compare_reference.sh OUT_DIR [N_GPUS]          # on the GPU machine, from the repo root
-#   STAGES="env data check thr bare wall thrN wallN profile vae" TARGET=0.85 bash bench/compare_reference.sh ...
+#   STAGES="env data check thr bare wall eager thrN wallN profile vae" TARGET=0.85 bash bench/compare_reference.sh ...
 #
 # Needs: the reference copied to .carry/reference (cp -r ../shared/reference/nvidia-ncf-pytorch
 # .carry/reference), pydantic wheels in .whl/ (the GPU image lacks it; `ncflow data` uses it). Writes
@@ -58,13 +58,14 @@ if stage thr; then
   [ -z "${SKIP_REF:-}" ] && CUDA_VISIBLE_DEVICES=0 bash $REF/run.sh "$NCF" 1 -e 4 > "$OUT/thr_reference_1.log"; grep -c train_throughput "$OUT/thr_reference_1.log"
 fi
 if stage wall; then
-  runs="cold warm"; stage bare && runs="bare cold warm"
+  runs="cold warm"; stage bare && runs="bare $runs"; stage eager && runs="$runs eager"
   for run in $runs; do
     log "ncflow 1 GPU, wall time to HR@10 $TARGET ($run)"
-    rm -rf /tmp/ncf-run-$run; [ $run = warm ] || rm -rf /tmp/ncflow-cache
+    rm -rf /tmp/ncf-run-$run; case $run in bare|cold) rm -rf /tmp/ncflow-cache;; esac
     pycache=/tmp/pycache-shared; [ $run = bare ] && { pycache=/tmp/pycache-bare; rm -rf $pycache; }
+    flags=""; [ $run = eager ] && flags="--no-cuda-graphs"  # warm caches, no CUDA graph: not a ratio
     PYTHONPYCACHEPREFIX=$pycache NCFLOW_CACHE_DIR=/tmp/ncflow-cache CUDA_VISIBLE_DEVICES=0 wall "$OUT/wall_ncflow_1_$run.s" -- \
-      python3 -m models.ncf.train --data "$NCF" --out /tmp/ncf-run-$run --target-hr "$TARGET" \
+      python3 -m models.ncf.train --data "$NCF" --out /tmp/ncf-run-$run --target-hr "$TARGET" $flags \
       > "$OUT/wall_ncflow_1_$run.jsonl" 2> "$OUT/wall_ncflow_1_$run.err"
     echo "  $(cat "$OUT/wall_ncflow_1_$run.s") s; $(tail -1 "$OUT/wall_ncflow_1_$run.err")"
   done

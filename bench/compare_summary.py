@@ -60,6 +60,7 @@ def ncflow_run(out: Path, name: str) -> dict | None:
         "reached_target": done.get("time_to_target_s") is not None,
         "start_event_process_s": first("start").get("process_s"),
         "ready_process_s": first("ready").get("process_s"), "warm_up_s": first("ready").get("warm_up_s"),
+        "start_phases": first("start").get("phases"), "warm_up_phases": first("ready").get("phases"),
         "train_seconds": done.get("train_seconds"), "done_process_s": done.get("process_s"),
     }  # fmt: skip
 
@@ -97,6 +98,7 @@ def main() -> int:
     thr = {g: throughput(out, g) for g in counts}
     walls = {
         "ncflow_1_bare": ncflow_run(out, "wall_ncflow_1_bare"),  # no bytecode either: not a ratio
+        "ncflow_1_eager": ncflow_run(out, "wall_ncflow_1_eager"),  # no CUDA graph: not a ratio
         "ncflow_1_cold": ncflow_run(out, "wall_ncflow_1_cold"), "ncflow_1_warm": ncflow_run(out, "wall_ncflow_1_warm"),
         f"ncflow_{n}_warm": ncflow_run(out, f"wall_ncflow_{n}_warm"),
         "reference_1": {"wall_s": number(out / "wall_reference_1.s"), **(reference_log(out / "wall_reference_1.log") or {})},

@@ -7,24 +7,33 @@ import json
 import math
 import os
 import sys
+import threading
 import time
 from typing import Any
 
 
 class Events:
+    """Thread-safe: the checkpoint writer thread reports too, and a line must never be split."""
+
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
         self.start = time.perf_counter()
+        self._lock = threading.Lock()
 
     def emit(self, event: str, **fields: Any) -> None:
         if not self.enabled:
             return
         record = {"event": event, "elapsed_s": round(time.perf_counter() - self.start, 3), **fields}
-        print(json.dumps(record, default=clean), flush=True)
+        self._write(sys.stdout, json.dumps(record, default=clean))
 
     def say(self, message: str) -> None:
         if self.enabled:
-            print(message, file=sys.stderr, flush=True)
+            self._write(sys.stderr, message)
+
+    def _write(self, stream, line: str) -> None:
+        with self._lock:  # one write per line: print() writes the text and its newline separately
+            stream.write(line + "\n")
+            stream.flush()
 
 
 def rate(per_second: float, unit: str) -> str:

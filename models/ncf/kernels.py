@@ -19,6 +19,7 @@ Triton's interpreter (TRITON_INTERPRET=1) on CPUs.
 from __future__ import annotations
 
 import os
+import threading
 
 import torch
 from torch import Tensor
@@ -31,6 +32,19 @@ try:  # Triton ships with CUDA builds of torch; the CPU build (CI) runs the twin
     import triton.language as tl
 except ImportError:  # pragma: no cover - depends on the install
     triton = None
+
+
+def _hash_triton_early() -> None:
+    """Triton keys its kernel cache by a hash of its own 500 MB library, computed on a process's first
+    launch: 0.35 s of a warm start on the GPU machine. Hashing releases the GIL, so a thread started
+    at import does it while the trainer initialises CUDA and loads its data."""
+    key = getattr(getattr(getattr(triton, "runtime", None), "cache", None), "triton_key", None)
+    if key is not None and torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
+        threading.Thread(target=key, name="triton-key", daemon=True).start()
+
+
+if triton is not None:
+    _hash_triton_early()
 
 MASK32 = 0xFFFFFFFF
 GOLDEN32 = 0x9E3779B1  # 2^32 / golden ratio: spreads consecutive counters before hashing

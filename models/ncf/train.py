@@ -192,6 +192,8 @@ class Trainer:
                 self.optimizer.zero_grad(set_to_none=True)
                 self.forward_backward()
         torch.cuda.current_stream().wait_stream(side)
+        torch.cuda.synchronize()
+        self.first_steps_done = time.perf_counter()  # kernels loaded (or compiled): the rest is capture
         self.optimizer.zero_grad(set_to_none=True)
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph):
@@ -281,6 +283,7 @@ class Trainer:
 
     def warm_up(self) -> None:
         """Compile the kernels and capture the step before the clock starts; weights stay untouched."""
+        start = time.perf_counter()
         b = self.batch_positives
         self.users_in.copy_(self.local_user[:b].expand(b) if len(self.local_user) >= b else self.users_in)
         self.items_in.copy_(self.local_item[:b, None].expand(b, self.items_in.shape[1]))
@@ -289,7 +292,13 @@ class Trainer:
         elif self.d.device.type == "cuda":
             self.forward_backward()
         self.optimizer.zero_grad(set_to_none=self.graph is None)
+        sync(self.d.device)
+        self.warm_phases = {"step_s": time.perf_counter() - start}
+        if self.graph is not None:
+            self.warm_phases["first_steps_s"] = self.first_steps_done - start
         self.evaluate()
+        sync(self.d.device)
+        self.warm_phases["evaluate_s"] = time.perf_counter() - start - self.warm_phases["step_s"]
 
     # ------------------------------------------------------------------------------ state, gathered
     def full_rows(self, local: torch.Tensor) -> torch.Tensor:
@@ -350,10 +359,12 @@ class Trainer:
             self.best = best
 
     def save(self, out: Path, epoch: int, history: list[dict], on_saved=None) -> None:
-        """Checkpoint in the background: the next epoch trains while the file is written and renamed.
+        """Checkpoint in the background: the next epoch trains while the state is copied and written.
 
-        While the previous checkpoint is still being written this one is skipped (a retry then resumes
-        from that one): on fast epochs, writing every epoch would make the disk the bottleneck.
+        The training loop pays only for a snapshot on the device (a copy at memory speed, ordered before
+        the next step); the copy to the host runs on a side stream and the write in a thread. While the
+        previous checkpoint is still being written this one is skipped (a retry then resumes from that
+        one): on fast epochs, writing every epoch would make the disk the bottleneck.
         """
         busy = torch.tensor(float(self._saving is not None and self._saving.is_alive()), device=self.d.device)
         if float(all_reduce_sum(busy)):  # every rank decides alike: the gathers below are collective
@@ -362,15 +373,18 @@ class Trainer:
         self.wait_for_save()
         if not self.d.is_main:
             return
-        on_host = {
-            key: ({k: v for k, v in value.items()} if isinstance(value, dict) else value)
-            for key, value in state.items()
-        }
-        on_host["model"] = {k: v.detach().cpu() for k, v in state["model"].items()}
-        on_host["optimizer"] = _to_cpu(state["optimizer"])
-        on_host["best"] = _to_cpu(state["best"])
+        snapshot = _map_tensors(state, lambda t: t.detach().clone())
+        side = torch.cuda.Stream(self.d.device) if self.d.device.type == "cuda" else None
+        if side is not None:
+            side.wait_stream(torch.cuda.current_stream(self.d.device))
 
         def write() -> None:
+            if side is None:
+                on_host = snapshot
+            else:
+                with torch.cuda.stream(side):
+                    on_host = _map_tensors(snapshot, lambda t: t.to("cpu", non_blocking=True))
+                side.synchronize()
             save_checkpoint(out, on_host)
             if on_saved is not None:
                 on_saved(epoch)
@@ -384,13 +398,14 @@ class Trainer:
             self._saving = None
 
 
-def _to_cpu(value):
+def _map_tensors(value, fn):
+    """`value` with fn applied to every tensor in its dicts and lists (fresh containers)."""
     if isinstance(value, torch.Tensor):
-        return value.detach().cpu()
+        return fn(value)
     if isinstance(value, dict):
-        return {k: _to_cpu(v) for k, v in value.items()}
+        return {k: _map_tensors(v, fn) for k, v in value.items()}
     if isinstance(value, list):
-        return [_to_cpu(v) for v in value]
+        return [_map_tensors(v, fn) for v in value]
     return value
 
 
@@ -433,7 +448,12 @@ def train(cfg: TrainConfig, data_dir: Path, out: Path, d: Dist) -> dict:
     warm_start = time.perf_counter()
     trainer.warm_up()
     sync(d.device)
-    events.emit("ready", warm_up_s=time.perf_counter() - warm_start, process_s=process_age())
+    events.emit(
+        "ready",
+        warm_up_s=time.perf_counter() - warm_start,
+        phases=trainer.warm_phases,
+        process_s=process_age(),
+    )
     events.say(
         f"kernels ready and step captured in {time.perf_counter() - warm_start:.1f}s"
         if trainer.graph is not None else f"eager mode ({d.device.type})"
