@@ -2,7 +2,8 @@
 
 The kernels run here under Triton's interpreter (TRITON_INTERPRET=1, CPU tensors) in a subprocess,
 since the interpreter is chosen when Triton is imported; on the GPU they are checked by
-bench/gpu_checks.sh. Both compare exactly: the same hash, the same arithmetic.
+bench/ncf_kernel_check.py. Masks compare exactly (the same hash); values exactly where the arithmetic
+is the same, else within fp32 summation order and bf16 rounding.
 """
 
 from __future__ import annotations
@@ -68,6 +69,17 @@ def test_add_relu_dropout_broadcasts_the_user_half_and_sums_its_gradient() -> No
     assert torch.allclose(extra.grad, (upstream * keep * scale).sum(1))
 
 
+def test_add_relu_dropout_in_bf16_sums_the_user_half_gradient_in_fp32_into_its_dtype() -> None:
+    x = torch.randn(9, 5, 16).to(torch.bfloat16).requires_grad_(True)
+    extra = torch.randn(9, 16, requires_grad=True)  # fp32: its gradient comes back fp32
+    y = add_relu_dropout(x, extra, torch.tensor(11), 0, 0.5, training=True)
+    upstream = torch.randn_like(y)
+    y.backward(upstream)
+    assert x.grad.dtype == torch.bfloat16 and extra.grad.dtype == torch.float32
+    assert torch.equal(x.grad, torch.where(y != 0, upstream.float() * 2.0, torch.zeros(())).bfloat16())
+    assert torch.equal(extra.grad, x.grad.float().sum(1))
+
+
 def test_gather_rows_matches_embedding_forward_and_backward() -> None:
     table = torch.randn(10, 6, requires_grad=True)
     index = torch.tensor([[1, 3, 3], [9, 0, 1]])
@@ -126,7 +138,7 @@ for dtype in (torch.float32, torch.bfloat16):
         y = _launch_relu_dropout(x, ex, key, layer, p)
         twin = relu_dropout_twin(x, key, layer, p, ex)
         # The same mask always; values exact in fp32. The interpreter rounds fp32 -> bf16 its own way
-        # (the GPU rounds to nearest even, as torch does: exact there, see bench/gpu_checks.sh).
+        # (the GPU rounds to nearest even, as torch does: exact there, see bench/ncf_kernel_check.py).
         assert torch.equal(y != 0, twin != 0), (dtype, layer, p)
         exact = dtype == torch.float32
         assert torch.allclose(y.float(), twin.float(), rtol=0 if exact else 2**-7, atol=0), (dtype, layer, p)
@@ -151,6 +163,17 @@ dy = torch.randn(70, 33, generator=g)
 dx, bias_grad = kernels._launch_masked_grad_colsum(dy, y, 2.0)
 assert torch.equal(dx, torch.where(y != 0, dy * 2.0, torch.zeros(())))
 assert torch.allclose(bias_grad, dx.sum(0), atol=1e-5)
+bf16, fp32 = torch.bfloat16, torch.float32
+cases = ((fp32, fp32, (3, 5, 40)), (bf16, bf16, (20, 3, 200)), (bf16, fp32, (9, 2, 8)))  # (x, extra, shape)
+for dtype, extra_dtype, shape in cases:  # layer 0's backward: dx and its sums over the candidates
+    y = _launch_relu_dropout(torch.randn(shape, generator=g).to(dtype), None, key, 1, 0.5)
+    dy = torch.randn(shape, generator=g).to(dtype)
+    dx, d_extra = kernels._launch_masked_grad_groupsum(dy, y, 2.0, extra_dtype)
+    want = kernels.masked_grad_twin(dy, y, 2.0)
+    assert torch.allclose(dx.float(), want.float(), rtol=0 if dtype == fp32 else 2**-7, atol=0)
+    assert d_extra.dtype == extra_dtype and d_extra.shape == (shape[0], shape[2])
+    sums = dx.float().sum(1)  # the sums of the dx it wrote, rounded once to extra's dtype
+    assert torch.allclose(d_extra.float(), sums, rtol=1e-6 if extra_dtype == fp32 else 2**-7, atol=1e-6)
 print("kernels match their twins")
 """
 

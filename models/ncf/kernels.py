@@ -1,8 +1,8 @@
-"""The three fused operations of NeuMF's training step: Triton kernels on GPUs, torch twins on CPUs.
+"""The fused operations of NeuMF's training step: Triton kernels on GPUs, torch twins on CPUs.
 
 Why hand-written: torch.compile fused these well but cost about a minute of compilation on a new
-worker (measured 2026-11-22: 85 s to a trained model cold, against the reference's 19 s). Three small
-Triton kernels compile in a few seconds, cache on disk (`ncflow.kernel_cache`), and do less work:
+worker (measured 2026-11-22: 85 s to a trained model cold, against the reference's 19 s). A few small
+Triton kernels compile in seconds, cache on disk (`ncflow.kernel_cache`), and do less work:
 
 - `gather_rows`: an embedding lookup that writes the compute dtype (bf16) directly and whose backward
   is one pass of fp32 atomic adds into the dense table gradient (no sort, no fp32 copy of the rows).
@@ -10,10 +10,13 @@ Triton kernels compile in a few seconds, cache on disk (`ncflow.kernel_cache`), 
   of (step key, layer, element). The backward needs no mask at all: an element has a gradient exactly
   when its output is nonzero (kept and positive), so backward reads the output it saved for the next
   layer anyway. Nothing is recomputed (the compiler re-ran Philox in the backward: 35% of the step).
+  Layer 0's backward also sums its gradient over the candidates (the user half's gradient) in the
+  same pass, and `linear_relu_dropout`'s sums the bias gradient.
 
-Each op has one torch twin that computes the same function bit for bit on any device (the same hash),
-used on CPUs and in CI, and checked against the kernels on the GPU (bench/gpu_checks.sh) and under
-Triton's interpreter (TRITON_INTERPRET=1) on CPUs.
+Each op has one torch twin that computes the same function on any device (masks bit for bit: the same
+hash; values up to fp32 summation order and bf16 rounding), used on CPUs and in CI, and checked
+against the kernels on the GPU (bench/ncf_kernel_check.py) and under Triton's interpreter
+(TRITON_INTERPRET=1) on CPUs.
 """
 
 from __future__ import annotations
@@ -82,6 +85,11 @@ def relu_dropout_twin(x: Tensor, key: Tensor, layer: int, p: float, extra: Tenso
     return torch.where(keep, v * scale, torch.zeros_like(v)).to(x.dtype)
 
 
+def masked_grad_twin(dy: Tensor, y: Tensor, scale: float) -> Tensor:
+    """The backward of relu_dropout: dy * scale where the output was nonzero."""
+    return torch.where(y != 0, dy.float() * scale, torch.zeros((), device=y.device)).to(y.dtype)
+
+
 # --------------------------------------------------------------------------------------------- kernels
 if triton is not None:
 
@@ -142,6 +150,26 @@ if triton is not None:
         dx = tl.where(y != 0, dy * scale, 0.0)
         tl.store(dx_ptr + at, dx.to(dx_ptr.dtype.element_ty), mask=inside)
         tl.atomic_add(bias_grad_ptr + c, tl.sum(dx, axis=0), mask=c < cols, sem="relaxed")
+
+    @triton.jit
+    def _masked_grad_groupsum_kernel(
+        dy_ptr, y_ptr, dx_ptr, extra_grad_ptr, rows, group, cols, scale, BR: tl.constexpr, BC: tl.constexpr
+    ):
+        """dx as above for y (rows, group, cols), plus its sums over the group (the gradient of the
+        broadcast `extra`, fp32 sums of the stored dx): no second pass over dx to reduce it."""
+        r = tl.program_id(0).to(tl.int64) * BR + tl.arange(0, BR)
+        c = tl.program_id(1) * BC + tl.arange(0, BC)
+        inside = (r < rows)[:, None] & (c < cols)[None, :]
+        total = tl.zeros((BR, BC), dtype=tl.float32)
+        for j in range(group):
+            at = (r[:, None] * group + j) * cols + c[None, :]
+            y = tl.load(y_ptr + at, mask=inside, other=0.0)
+            dy = tl.load(dy_ptr + at, mask=inside, other=0.0).to(tl.float32)
+            dx = tl.where(y != 0, dy * scale, 0.0).to(dx_ptr.dtype.element_ty)
+            tl.store(dx_ptr + at, dx, mask=inside)
+            total += dx.to(tl.float32)
+        at = r[:, None] * cols + c[None, :]
+        tl.store(extra_grad_ptr + at, total.to(extra_grad_ptr.dtype.element_ty), mask=inside)
 
     @triton.jit
     def _gather_kernel(
@@ -209,6 +237,20 @@ def _launch_masked_grad(dy: Tensor, y: Tensor, scale: float) -> Tensor:
     return dx
 
 
+def _launch_masked_grad_groupsum(
+    dy: Tensor, y: Tensor, scale: float, extra_dtype: torch.dtype
+) -> tuple[Tensor, Tensor]:
+    group, cols = y.shape[-2:]
+    rows = y.numel() // (group * cols)
+    dx = torch.empty_like(y)
+    extra_grad = torch.empty(*y.shape[:-2], cols, dtype=extra_dtype, device=y.device)
+    grid = (triton.cdiv(rows, 16), triton.cdiv(cols, 128))
+    _masked_grad_groupsum_kernel[grid](
+        dy.contiguous(), y, dx, extra_grad, rows, group, cols, scale, BR=16, BC=128, num_warps=4
+    )
+    return dx, extra_grad
+
+
 class _ReluDropout(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, extra: Tensor | None, key: Tensor, layer: int, p: float) -> Tensor:
@@ -219,17 +261,19 @@ class _ReluDropout(torch.autograd.Function):
             y = relu_dropout_twin(x, key, layer, p, extra)
         ctx.save_for_backward(y)
         ctx.scale = dropout_threshold(p)[1]
-        ctx.has_extra = extra is not None
+        ctx.extra_dtype = None if extra is None else extra.dtype
         return y
 
     @staticmethod
     def backward(ctx, dy: Tensor):
         (y,) = ctx.saved_tensors
-        if use_triton(y):
-            dx = _launch_masked_grad(dy, y, ctx.scale)
-        else:
-            dx = torch.where(y != 0, dy.float() * ctx.scale, torch.zeros((), device=y.device)).to(y.dtype)
-        d_extra = dx.sum(dim=-2) if ctx.has_extra else None  # (B, C, W) -> (B, W)
+        if not use_triton(y):
+            dx = masked_grad_twin(dy, y, ctx.scale)
+            d_extra = None if ctx.extra_dtype is None else dx.float().sum(dim=-2).to(ctx.extra_dtype)
+        elif ctx.extra_dtype is None:
+            dx, d_extra = _launch_masked_grad(dy, y, ctx.scale), None
+        else:  # layer 0: dx and its sum over the candidates (extra's gradient) in one pass
+            dx, d_extra = _launch_masked_grad_groupsum(dy, y, ctx.scale, ctx.extra_dtype)
         return dx, d_extra, None, None, None
 
 
@@ -279,7 +323,7 @@ class _LinearReluDropout(torch.autograd.Function):
         if use_triton(y):
             dpre, bias_grad = _launch_masked_grad_colsum(dy, y, ctx.scale)
         else:
-            dpre = torch.where(y != 0, dy.float() * ctx.scale, torch.zeros((), device=y.device)).to(y.dtype)
+            dpre = masked_grad_twin(dy, y, ctx.scale)
             bias_grad = dpre.float().sum(0)
         dx = (dpre @ w).view(ctx.shape)
         weight_grad = (dpre.t() @ x2).to(ctx.weight_dtype)
