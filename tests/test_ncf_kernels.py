@@ -22,6 +22,7 @@ from models.ncf.kernels import (
     dropout_threshold,
     gather_rows,
     gather_split,
+    gmf_logit,
     keep_mask,
     linear_relu_dropout,
     relu_dropout,
@@ -78,6 +79,33 @@ def test_add_relu_dropout_in_bf16_sums_the_user_half_gradient_in_fp32_into_its_d
     assert x.grad.dtype == torch.bfloat16 and extra.grad.dtype == torch.float32
     assert torch.equal(x.grad, torch.where(y != 0, upstream.float() * 2.0, torch.zeros(())).bfloat16())
     assert torch.equal(extra.grad, x.grad.float().sum(1))
+
+
+def test_gmf_logit_equals_autograd_through_the_gmf_product_and_final_layer() -> None:
+    u = torch.randn(6, 8, requires_grad=True)
+    i = torch.randn(6, 5, 8, requires_grad=True)
+    w = torch.randn(8, requires_grad=True)
+    out = gmf_logit(u, i, w)
+    plain = F.linear(u[:, None, :] * i, w[None, :]).squeeze(-1)  # the model's former GMF path
+    assert out.shape == (6, 5)
+    torch.testing.assert_close(out, plain, rtol=1e-5, atol=1e-5)
+    upstream = torch.randn(6, 5)
+    mine = torch.autograd.grad(out, [u, i, w], upstream)
+    want = torch.autograd.grad(plain, [u, i, w], upstream)
+    for a, b in zip(mine, want):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    # bf16 rows (as under autocast), fp32 weights: the result in the rows' dtype, each gradient in its
+    # input's, all within one bf16 rounding of fp32 arithmetic on the same values
+    ub, ib = (t.detach().bfloat16().requires_grad_(True) for t in (u, i))
+    out = gmf_logit(ub, ib, w)
+    g = upstream.bfloat16()
+    mine = (out, *torch.autograd.grad(out, [ub, ib, w], g))
+    assert [t.dtype for t in mine] == [torch.bfloat16] * 3 + [torch.float32]
+    uf, i_f = (t.detach().float().requires_grad_(True) for t in (ub, ib))
+    plain = F.linear(uf[:, None, :] * i_f, w[None, :]).squeeze(-1)
+    want = (plain, *torch.autograd.grad(plain, [uf, i_f, w], g.float()))
+    for a, b in zip(mine, want):
+        torch.testing.assert_close(a.float(), b, rtol=2**-7, atol=1e-5)
 
 
 def test_gather_rows_matches_embedding_forward_and_backward() -> None:
@@ -174,6 +202,17 @@ for dtype, extra_dtype, shape in cases:  # layer 0's backward: dx and its sums o
     assert d_extra.dtype == extra_dtype and d_extra.shape == (shape[0], shape[2])
     sums = dx.float().sum(1)  # the sums of the dx it wrote, rounded once to extra's dtype
     assert torch.allclose(d_extra.float(), sums, rtol=1e-6 if extra_dtype == fp32 else 2**-7, atol=1e-6)
+for dtype in (fp32, bf16):  # K = 24 and 37 rows: both blocks part-filled
+    u, i = torch.randn(37, 24, generator=g).to(dtype), torch.randn(37, 5, 24, generator=g).to(dtype)
+    w = torch.randn(24, generator=g)
+    tol = dict(rtol=1e-5 if dtype == fp32 else 2**-7, atol=1e-5)
+    out = kernels._launch_gmf_logit(u, i, w)
+    assert out.dtype == dtype
+    assert torch.allclose(out.float(), kernels.gmf_logit_twin(u, i, w).float(), **tol)
+    up = torch.randn(37, 5, generator=g).to(dtype)
+    mine, want = kernels._launch_gmf_logit_grad(up, u, i, w), kernels.gmf_logit_grad_twin(up, u, i, w)
+    for a, b in zip(mine, want):
+        assert a.dtype == b.dtype and torch.allclose(a.float(), b.float(), **tol), (dtype, a.shape)
 print("kernels match their twins")
 """
 
