@@ -213,6 +213,22 @@ for dtype in (fp32, bf16):  # K = 24 and 37 rows: both blocks part-filled
     mine, want = kernels._launch_gmf_logit_grad(up, u, i, w), kernels.gmf_logit_grad_twin(up, u, i, w)
     for a, b in zip(mine, want):
         assert a.dtype == b.dtype and torch.allclose(a.float(), b.float(), **tol), (dtype, a.shape)
+import os
+from models.ncf.model import NeuMF, NeuMFConfig
+model = NeuMF(NeuMFConfig(40, 60, mf_dim=24, mlp_layers=(32, 200, 8), dropout=0.5)).train()
+with torch.no_grad():
+    for p in model.parameters():
+        p.normal_(0.0, 0.3, generator=g)
+model.noise.fill_(12345)
+users, items = torch.randint(0, 40, (37,), generator=g), torch.randint(0, 60, (37, 5), generator=g)
+up = torch.randn(37, 5, generator=g)
+runs = []
+for interpret in ("1", "0"):  # a training step's forward and backward through the kernels, then the twins
+    os.environ["TRITON_INTERPRET"] = interpret
+    logits = model(users, items)
+    runs.append((logits, *torch.autograd.grad(logits, list(model.parameters()), up)))
+for name, a, b in zip(["logits"] + [n for n, _ in model.named_parameters()], *runs):
+    assert torch.allclose(a, b, rtol=1e-5, atol=1e-5), name
 print("kernels match their twins")
 """
 
