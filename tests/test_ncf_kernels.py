@@ -2,7 +2,8 @@
 
 The kernels run here under Triton's interpreter (TRITON_INTERPRET=1, CPU tensors) in a subprocess,
 since the interpreter is chosen when Triton is imported; on the GPU they are checked by
-bench/gpu_checks.sh. Both compare exactly: the same hash, the same arithmetic.
+bench/ncf_kernel_check.py. Masks compare exactly (the same hash); values exactly where the arithmetic
+is the same, else within fp32 summation order and bf16 rounding.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from models.ncf.kernels import (
     dropout_threshold,
     gather_rows,
     gather_split,
+    gmf_logit,
     keep_mask,
     linear_relu_dropout,
     relu_dropout,
@@ -66,6 +68,44 @@ def test_add_relu_dropout_broadcasts_the_user_half_and_sums_its_gradient() -> No
     y.backward(upstream)
     assert torch.allclose(x.grad, upstream * keep * scale)
     assert torch.allclose(extra.grad, (upstream * keep * scale).sum(1))
+
+
+def test_add_relu_dropout_in_bf16_sums_the_user_half_gradient_in_fp32_into_its_dtype() -> None:
+    x = torch.randn(9, 5, 16).to(torch.bfloat16).requires_grad_(True)
+    extra = torch.randn(9, 16, requires_grad=True)  # fp32: its gradient comes back fp32
+    y = add_relu_dropout(x, extra, torch.tensor(11), 0, 0.5, training=True)
+    upstream = torch.randn_like(y)
+    y.backward(upstream)
+    assert x.grad.dtype == torch.bfloat16 and extra.grad.dtype == torch.float32
+    assert torch.equal(x.grad, torch.where(y != 0, upstream.float() * 2.0, torch.zeros(())).bfloat16())
+    assert torch.equal(extra.grad, x.grad.float().sum(1))
+
+
+def test_gmf_logit_equals_autograd_through_the_gmf_product_and_final_layer() -> None:
+    u = torch.randn(6, 8, requires_grad=True)
+    i = torch.randn(6, 5, 8, requires_grad=True)
+    w = torch.randn(8, requires_grad=True)
+    out = gmf_logit(u, i, w)
+    plain = F.linear(u[:, None, :] * i, w[None, :]).squeeze(-1)  # the model's former GMF path
+    assert out.shape == (6, 5)
+    torch.testing.assert_close(out, plain, rtol=1e-5, atol=1e-5)
+    upstream = torch.randn(6, 5)
+    mine = torch.autograd.grad(out, [u, i, w], upstream)
+    want = torch.autograd.grad(plain, [u, i, w], upstream)
+    for a, b in zip(mine, want):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    # bf16 rows (as under autocast), fp32 weights: the result in the rows' dtype, each gradient in its
+    # input's, all within one bf16 rounding of fp32 arithmetic on the same values
+    ub, ib = (t.detach().bfloat16().requires_grad_(True) for t in (u, i))
+    out = gmf_logit(ub, ib, w)
+    g = upstream.bfloat16()
+    mine = (out, *torch.autograd.grad(out, [ub, ib, w], g))
+    assert [t.dtype for t in mine] == [torch.bfloat16] * 3 + [torch.float32]
+    uf, i_f = (t.detach().float().requires_grad_(True) for t in (ub, ib))
+    plain = F.linear(uf[:, None, :] * i_f, w[None, :]).squeeze(-1)
+    want = (plain, *torch.autograd.grad(plain, [uf, i_f, w], g.float()))
+    for a, b in zip(mine, want):
+        torch.testing.assert_close(a.float(), b, rtol=2**-7, atol=1e-5)
 
 
 def test_gather_rows_matches_embedding_forward_and_backward() -> None:
@@ -126,7 +166,7 @@ for dtype in (torch.float32, torch.bfloat16):
         y = _launch_relu_dropout(x, ex, key, layer, p)
         twin = relu_dropout_twin(x, key, layer, p, ex)
         # The same mask always; values exact in fp32. The interpreter rounds fp32 -> bf16 its own way
-        # (the GPU rounds to nearest even, as torch does: exact there, see bench/gpu_checks.sh).
+        # (the GPU rounds to nearest even, as torch does: exact there, see bench/ncf_kernel_check.py).
         assert torch.equal(y != 0, twin != 0), (dtype, layer, p)
         exact = dtype == torch.float32
         assert torch.allclose(y.float(), twin.float(), rtol=0 if exact else 2**-7, atol=0), (dtype, layer, p)
@@ -151,6 +191,44 @@ dy = torch.randn(70, 33, generator=g)
 dx, bias_grad = kernels._launch_masked_grad_colsum(dy, y, 2.0)
 assert torch.equal(dx, torch.where(y != 0, dy * 2.0, torch.zeros(())))
 assert torch.allclose(bias_grad, dx.sum(0), atol=1e-5)
+bf16, fp32 = torch.bfloat16, torch.float32
+cases = ((fp32, fp32, (3, 5, 40)), (bf16, bf16, (20, 3, 200)), (bf16, fp32, (9, 2, 8)))  # (x, extra, shape)
+for dtype, extra_dtype, shape in cases:  # layer 0's backward: dx and its sums over the candidates
+    y = _launch_relu_dropout(torch.randn(shape, generator=g).to(dtype), None, key, 1, 0.5)
+    dy = torch.randn(shape, generator=g).to(dtype)
+    dx, d_extra = kernels._launch_masked_grad_groupsum(dy, y, 2.0, extra_dtype)
+    want = kernels.masked_grad_twin(dy, y, 2.0)
+    assert torch.allclose(dx.float(), want.float(), rtol=0 if dtype == fp32 else 2**-7, atol=0)
+    assert d_extra.dtype == extra_dtype and d_extra.shape == (shape[0], shape[2])
+    sums = dx.float().sum(1)  # the sums of the dx it wrote, rounded once to extra's dtype
+    assert torch.allclose(d_extra.float(), sums, rtol=1e-6 if extra_dtype == fp32 else 2**-7, atol=1e-6)
+for dtype in (fp32, bf16):  # K = 24 and 37 rows: both blocks part-filled
+    u, i = torch.randn(37, 24, generator=g).to(dtype), torch.randn(37, 5, 24, generator=g).to(dtype)
+    w = torch.randn(24, generator=g)
+    tol = dict(rtol=1e-5 if dtype == fp32 else 2**-7, atol=1e-5)
+    out = kernels._launch_gmf_logit(u, i, w)
+    assert out.dtype == dtype
+    assert torch.allclose(out.float(), kernels.gmf_logit_twin(u, i, w).float(), **tol)
+    up = torch.randn(37, 5, generator=g).to(dtype)
+    mine, want = kernels._launch_gmf_logit_grad(up, u, i, w), kernels.gmf_logit_grad_twin(up, u, i, w)
+    for a, b in zip(mine, want):
+        assert a.dtype == b.dtype and torch.allclose(a.float(), b.float(), **tol), (dtype, a.shape)
+import os
+from models.ncf.model import NeuMF, NeuMFConfig
+model = NeuMF(NeuMFConfig(40, 60, mf_dim=24, mlp_layers=(32, 200, 8), dropout=0.5)).train()
+with torch.no_grad():
+    for p in model.parameters():
+        p.normal_(0.0, 0.3, generator=g)
+model.noise.fill_(12345)
+users, items = torch.randint(0, 40, (37,), generator=g), torch.randint(0, 60, (37, 5), generator=g)
+up = torch.randn(37, 5, generator=g)
+runs = []
+for interpret in ("1", "0"):  # a training step's forward and backward through the kernels, then the twins
+    os.environ["TRITON_INTERPRET"] = interpret
+    logits = model(users, items)
+    runs.append((logits, *torch.autograd.grad(logits, list(model.parameters()), up)))
+for name, a, b in zip(["logits"] + [n for n, _ in model.named_parameters()], *runs):
+    assert torch.allclose(a, b, rtol=1e-5, atol=1e-5), name
 print("kernels match their twins")
 """
 

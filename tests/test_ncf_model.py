@@ -102,3 +102,27 @@ def test_gmf_alone_when_no_mlp_layers() -> None:
     expected = model.final(model.user_embed(users)[:, None] * model.item_embed(items)).squeeze(-1)
     assert torch.allclose(model(users, items), expected)
     assert torch.allclose(model(users, items[:, 0]), expected[:, 0])
+
+
+def test_training_path_equals_plain_neumf_in_logits_and_every_gradient() -> None:
+    """score_candidates (fused GMF logit, split first layer) against the textbook model in plain torch."""
+    torch.manual_seed(0)
+    model = NeuMF(NeuMFConfig(9, 30, mf_dim=8, mlp_layers=(16, 8, 4), dropout=0.0)).train()
+    with torch.no_grad():  # non-zero biases, so each is tested
+        for p in model.parameters():
+            p.normal_(0.0, 0.3)
+    users, items = torch.randint(0, 9, (6,)), torch.randint(0, 30, (6, 5))
+    logits = model(users, items)
+    u, i = model.user_embed.weight[users][:, None, :].expand(-1, 5, -1), model.item_embed.weight[items]
+    h = torch.cat([u[..., 8:], i[..., 8:]], -1)
+    for layer in model.mlp:
+        h = torch.relu(layer(h))
+    plain = model.final(torch.cat([u[..., :8] * i[..., :8], h], -1)).squeeze(-1)
+    torch.testing.assert_close(logits, plain, rtol=1e-5, atol=1e-5)
+    upstream, params = torch.randn(6, 5), list(model.parameters())
+    for name, a, b in zip(
+        [n for n, _ in model.named_parameters()],
+        torch.autograd.grad(logits, params, upstream),
+        torch.autograd.grad(plain, params, upstream),
+    ):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5, msg=name)

@@ -1,8 +1,8 @@
-"""The three fused operations of NeuMF's training step: Triton kernels on GPUs, torch twins on CPUs.
+"""The fused operations of NeuMF's training step: Triton kernels on GPUs, torch twins on CPUs.
 
 Why hand-written: torch.compile fused these well but cost about a minute of compilation on a new
-worker (measured 2026-11-22: 85 s to a trained model cold, against the reference's 19 s). Three small
-Triton kernels compile in a few seconds, cache on disk (`ncflow.kernel_cache`), and do less work:
+worker (measured 2026-11-22: 85 s to a trained model cold, against the reference's 19 s). A few small
+Triton kernels compile in seconds, cache on disk (`ncflow.kernel_cache`), and do less work:
 
 - `gather_rows`: an embedding lookup that writes the compute dtype (bf16) directly and whose backward
   is one pass of fp32 atomic adds into the dense table gradient (no sort, no fp32 copy of the rows).
@@ -10,10 +10,17 @@ Triton kernels compile in a few seconds, cache on disk (`ncflow.kernel_cache`), 
   of (step key, layer, element). The backward needs no mask at all: an element has a gradient exactly
   when its output is nonzero (kept and positive), so backward reads the output it saved for the next
   layer anyway. Nothing is recomputed (the compiler re-ran Philox in the backward: 35% of the step).
+  Layer 0's backward also sums its gradient over the candidates (the user half's gradient) in the
+  same pass, and `linear_relu_dropout`'s sums the bias gradient.
+- `gmf_logit`: the GMF branch and its half of the final layer, sum_k u[b, k] i[b, c, k] w[k], as one
+  kernel forward and one backward: the (B, C, mf) product is never written, and the backward's three
+  gradients come from one read of the item rows (eager torch: a product, a GEMV, then an outer product,
+  a product, a reduction and a GEMV in the backward, each a full pass over (B, C, mf)).
 
-Each op has one torch twin that computes the same function bit for bit on any device (the same hash),
-used on CPUs and in CI, and checked against the kernels on the GPU (bench/gpu_checks.sh) and under
-Triton's interpreter (TRITON_INTERPRET=1) on CPUs.
+Each op has one torch twin that computes the same function on any device (masks bit for bit: the same
+hash; values up to fp32 summation order and bf16 rounding), used on CPUs and in CI, and checked
+against the kernels on the GPU (bench/ncf_kernel_check.py) and under Triton's interpreter
+(TRITON_INTERPRET=1) on CPUs.
 """
 
 from __future__ import annotations
@@ -96,6 +103,25 @@ def relu_dropout_twin(x: Tensor, key: Tensor, layer: int, p: float, extra: Tenso
     return torch.where(keep, v * scale, torch.zeros_like(v)).to(x.dtype)
 
 
+def masked_grad_twin(dy: Tensor, y: Tensor, scale: float) -> Tensor:
+    """The backward of relu_dropout: dy * scale where the output was nonzero."""
+    return torch.where(y != 0, dy.float() * scale, torch.zeros((), device=y.device)).to(y.dtype)
+
+
+def gmf_logit_twin(u: Tensor, i: Tensor, w: Tensor) -> Tensor:
+    """sum_k u[b, k] * w[k] * i[b, c, k] in fp32, in the dtype of i."""
+    uw = u.float() * w.float()
+    return (i.float() * uw[:, None, :]).sum(-1).to(i.dtype)
+
+
+def gmf_logit_grad_twin(g: Tensor, u: Tensor, i: Tensor, w: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """(grad u, grad i, grad w) of gmf_logit_twin for the upstream gradient g (B, C)."""
+    g = g.float()
+    gi = (g[..., None] * i.float()).sum(1)  # (B, K): sum_c g[b, c] i[b, c, k], shared by grad u and w
+    grad_i = (g[..., None] * (u.float() * w.float())[:, None, :]).to(i.dtype)
+    return (gi * w.float()).to(u.dtype), grad_i, (gi * u.float()).sum(0).to(w.dtype)
+
+
 # --------------------------------------------------------------------------------------------- kernels
 if triton is not None:
 
@@ -156,6 +182,64 @@ if triton is not None:
         dx = tl.where(y != 0, dy * scale, 0.0)
         tl.store(dx_ptr + at, dx.to(dx_ptr.dtype.element_ty), mask=inside)
         tl.atomic_add(bias_grad_ptr + c, tl.sum(dx, axis=0), mask=c < cols, sem="relaxed")
+
+    @triton.jit
+    def _masked_grad_groupsum_kernel(
+        dy_ptr, y_ptr, dx_ptr, extra_grad_ptr, rows, group, cols, scale, BR: tl.constexpr, BC: tl.constexpr
+    ):
+        """dx as above for y (rows, group, cols), plus its sums over the group (the gradient of the
+        broadcast `extra`, fp32 sums of the stored dx): no second pass over dx to reduce it."""
+        r = tl.program_id(0).to(tl.int64) * BR + tl.arange(0, BR)
+        c = tl.program_id(1) * BC + tl.arange(0, BC)
+        inside = (r < rows)[:, None] & (c < cols)[None, :]
+        total = tl.zeros((BR, BC), dtype=tl.float32)
+        for j in range(group):
+            at = (r[:, None] * group + j) * cols + c[None, :]
+            y = tl.load(y_ptr + at, mask=inside, other=0.0)
+            dy = tl.load(dy_ptr + at, mask=inside, other=0.0).to(tl.float32)
+            dx = tl.where(y != 0, dy * scale, 0.0).to(dx_ptr.dtype.element_ty)
+            tl.store(dx_ptr + at, dx, mask=inside)
+            total += dx.to(tl.float32)
+        at = r[:, None] * cols + c[None, :]
+        tl.store(extra_grad_ptr + at, total.to(extra_grad_ptr.dtype.element_ty), mask=inside)
+
+    @triton.jit
+    def _gmf_logit_kernel(u_ptr, i_ptr, w_ptr, out_ptr, rows, group, K, BR: tl.constexpr, BK: tl.constexpr):
+        """out[b, c] = sum_k u[b, k] * w[k] * i[b, c, k] in fp32: the GMF branch and its share of the
+        final layer, so the (B, C, K) product is never written (nor read back by a GEMV)."""
+        b = tl.program_id(0).to(tl.int64) * BR + tl.arange(0, BR)
+        k = tl.arange(0, BK)
+        inside = (b < rows)[:, None] & (k < K)[None, :]
+        w = tl.load(w_ptr + k, mask=k < K, other=0.0).to(tl.float32)
+        uw = tl.load(u_ptr + b[:, None] * K + k[None, :], mask=inside, other=0.0).to(tl.float32) * w[None, :]
+        for j in range(group):
+            row = b * group + j
+            v = tl.load(i_ptr + row[:, None] * K + k[None, :], mask=inside, other=0.0).to(tl.float32)
+            tl.store(out_ptr + row, tl.sum(v * uw, axis=1).to(out_ptr.dtype.element_ty), mask=b < rows)
+
+    @triton.jit
+    def _gmf_logit_grad_kernel(
+        g_ptr, u_ptr, i_ptr, w_ptr, u_grad_ptr, i_grad_ptr, w_grad_ptr, rows, group, K,
+        BR: tl.constexpr, BK: tl.constexpr,
+    ):  # fmt: skip
+        """All three gradients of _gmf_logit_kernel in one pass over i: grad i = g u w; grad u and
+        grad w both from s[b, k] = sum_c g[b, c] i[b, c, k] (w's as fp32 atomic adds of block sums)."""
+        b = tl.program_id(0).to(tl.int64) * BR + tl.arange(0, BR)
+        k = tl.arange(0, BK)
+        inside = (b < rows)[:, None] & (k < K)[None, :]
+        own = b[:, None] * K + k[None, :]  # (b, k) in u and in its gradient
+        w = tl.load(w_ptr + k, mask=k < K, other=0.0).to(tl.float32)
+        u = tl.load(u_ptr + own, mask=inside, other=0.0).to(tl.float32)
+        uw = u * w[None, :]
+        s = tl.zeros((BR, BK), dtype=tl.float32)
+        for j in range(group):
+            row = b * group + j
+            at = row[:, None] * K + k[None, :]
+            g = tl.load(g_ptr + row, mask=b < rows, other=0.0).to(tl.float32)[:, None]
+            tl.store(i_grad_ptr + at, (g * uw).to(i_grad_ptr.dtype.element_ty), mask=inside)
+            s += g * tl.load(i_ptr + at, mask=inside, other=0.0).to(tl.float32)
+        tl.store(u_grad_ptr + own, (s * w[None, :]).to(u_grad_ptr.dtype.element_ty), mask=inside)
+        tl.atomic_add(w_grad_ptr + k, tl.sum(s * u, axis=0), mask=k < K, sem="relaxed")
 
     @triton.jit
     def _gather_kernel(
@@ -223,6 +307,20 @@ def _launch_masked_grad(dy: Tensor, y: Tensor, scale: float) -> Tensor:
     return dx
 
 
+def _launch_masked_grad_groupsum(
+    dy: Tensor, y: Tensor, scale: float, extra_dtype: torch.dtype
+) -> tuple[Tensor, Tensor]:
+    group, cols = y.shape[-2:]
+    rows = y.numel() // (group * cols)
+    dx = torch.empty_like(y)
+    extra_grad = torch.empty(*y.shape[:-2], cols, dtype=extra_dtype, device=y.device)
+    grid = (triton.cdiv(rows, 16), triton.cdiv(cols, 128))
+    _masked_grad_groupsum_kernel[grid](
+        dy.contiguous(), y, dx, extra_grad, rows, group, cols, scale, BR=16, BC=128, num_warps=4
+    )
+    return dx, extra_grad
+
+
 class _ReluDropout(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, extra: Tensor | None, key: Tensor, layer: int, p: float) -> Tensor:
@@ -233,17 +331,19 @@ class _ReluDropout(torch.autograd.Function):
             y = relu_dropout_twin(x, key, layer, p, extra)
         ctx.save_for_backward(y)
         ctx.scale = dropout_threshold(p)[1]
-        ctx.has_extra = extra is not None
+        ctx.extra_dtype = None if extra is None else extra.dtype
         return y
 
     @staticmethod
     def backward(ctx, dy: Tensor):
         (y,) = ctx.saved_tensors
-        if use_triton(y):
-            dx = _launch_masked_grad(dy, y, ctx.scale)
-        else:
-            dx = torch.where(y != 0, dy.float() * ctx.scale, torch.zeros((), device=y.device)).to(y.dtype)
-        d_extra = dx.sum(dim=-2) if ctx.has_extra else None  # (B, C, W) -> (B, W)
+        if not use_triton(y):
+            dx = masked_grad_twin(dy, y, ctx.scale)
+            d_extra = None if ctx.extra_dtype is None else dx.float().sum(dim=-2).to(ctx.extra_dtype)
+        elif ctx.extra_dtype is None:
+            dx, d_extra = _launch_masked_grad(dy, y, ctx.scale), None
+        else:  # layer 0: dx and its sum over the candidates (extra's gradient) in one pass
+            dx, d_extra = _launch_masked_grad_groupsum(dy, y, ctx.scale, ctx.extra_dtype)
         return dx, d_extra, None, None, None
 
 
@@ -293,7 +393,7 @@ class _LinearReluDropout(torch.autograd.Function):
         if use_triton(y):
             dpre, bias_grad = _launch_masked_grad_colsum(dy, y, ctx.scale)
         else:
-            dpre = torch.where(y != 0, dy.float() * ctx.scale, torch.zeros((), device=y.device)).to(y.dtype)
+            dpre = masked_grad_twin(dy, y, ctx.scale)
             bias_grad = dpre.float().sum(0)
         dx = (dpre @ w).view(ctx.shape)
         weight_grad = (dpre.t() @ x2).to(ctx.weight_dtype)
@@ -305,6 +405,48 @@ def linear_relu_dropout(
 ) -> Tensor:
     """dropout(relu(layer(x))) in the dtype of x (the compute dtype); relu alone when not training."""
     return _LinearReluDropout.apply(x, layer.weight, layer.bias, key, index, p if training else 0.0)
+
+
+GMF_ROWS = 32
+
+
+def _launch_gmf_logit(u: Tensor, i: Tensor, w: Tensor) -> Tensor:
+    rows, group, k = i.shape
+    out = torch.empty(rows, group, dtype=i.dtype, device=i.device)
+    _gmf_logit_kernel[(triton.cdiv(rows, GMF_ROWS),)](
+        u, i, w, out, rows, group, k, BR=GMF_ROWS, BK=triton.next_power_of_2(k), num_warps=4
+    )
+    return out
+
+
+def _launch_gmf_logit_grad(g: Tensor, u: Tensor, i: Tensor, w: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    rows, group, k = i.shape
+    u_grad, i_grad = torch.empty_like(u), torch.empty_like(i)
+    w_grad = torch.zeros(k, dtype=torch.float32, device=i.device)
+    _gmf_logit_grad_kernel[(triton.cdiv(rows, GMF_ROWS),)](
+        g.contiguous(), u, i, w, u_grad, i_grad, w_grad, rows, group, k,
+        BR=GMF_ROWS, BK=triton.next_power_of_2(k), num_warps=4,
+    )  # fmt: skip
+    return u_grad, i_grad, w_grad.to(w.dtype)
+
+
+class _GmfLogit(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, u: Tensor, i: Tensor, w: Tensor) -> Tensor:
+        u, i, w = u.contiguous(), i.contiguous(), w.contiguous()
+        ctx.save_for_backward(u, i, w)
+        return _launch_gmf_logit(u, i, w) if use_triton(i) else gmf_logit_twin(u, i, w)
+
+    @staticmethod
+    def backward(ctx, g: Tensor):
+        u, i, w = ctx.saved_tensors
+        return _launch_gmf_logit_grad(g, u, i, w) if use_triton(i) else gmf_logit_grad_twin(g, u, i, w)
+
+
+def gmf_logit(u: Tensor, i: Tensor, w: Tensor) -> Tensor:
+    """(u[:, None, :] * i) @ w for u (B, K), i (B, C, K), w (K,): the GMF branch through its half of the
+    final layer, (B, C) in the dtype of i, summed in fp32; gradients reach all three."""
+    return _GmfLogit.apply(u, i, w)
 
 
 class _GatherRows(torch.autograd.Function):

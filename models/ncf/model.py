@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from models.ncf.kernels import add_relu_dropout, gather_split, linear_relu_dropout, relu_dropout
+from models.ncf.kernels import add_relu_dropout, gather_split, gmf_logit, linear_relu_dropout, relu_dropout
 
 
 @dataclass(frozen=True)
@@ -95,15 +95,20 @@ class NeuMF(nn.Module):
     def get_num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
+    def _gmf(self, u_mf: Tensor, i_mf: Tensor) -> Tensor:
+        """The GMF branch through its half of the final layer: (U, mf), (U, C, mf) -> (U, C) logits,
+        one fused op (models/ncf/kernels.py), so the (U, C, mf) product never reaches memory."""
+        return gmf_logit(u_mf, i_mf, self.final.weight[0, : self.config.mf_dim])
+
     def _head(self, gmf: Tensor, h: Tensor | None) -> Tensor:
-        """The MLP after its first activation, then the final layer: (..., mf), (..., mlp[1]) -> (...)."""
-        mf = self.config.mf_dim
-        w = self.final.weight  # (1, mf + mlp[-1]): two products instead of a concatenated copy
+        """The MLP after its first activation, then the rest of the final layer: the GMF logits (...)
+        and h (..., mlp[1]) -> (...)."""
         if h is None:  # GMF alone: the NCF paper's generalised matrix factorisation
-            return F.linear(gmf, w, self.final.bias).squeeze(-1)
+            return gmf + self.final.bias.to(gmf.dtype)
         for index, layer in enumerate(self.mlp[1:], start=1):
             h = linear_relu_dropout(h, layer, self.noise, index, self.config.dropout, self.training)
-        return (F.linear(gmf, w[:, :mf]) + F.linear(h, w[:, mf:], self.final.bias)).squeeze(-1)
+        w = self.final.weight[:, self.config.mf_dim :]  # (1, mlp[-1]): the MLP's half
+        return gmf + F.linear(h, w, self.final.bias).squeeze(-1)
 
     def forward(self, user: Tensor, item: Tensor) -> Tensor:
         """Logits (B,) for pairs user (B,), item (B,); or (B, C) for user (B,) against items (B, C).
@@ -115,7 +120,7 @@ class NeuMF(nn.Module):
             return self.score_candidates(user, item)
         u_mf, u_mlp = self.embed(self.user_embed, user)  # (B, mf), (B, mlp0/2)
         i_mf, i_mlp = self.embed(self.item_embed, item)
-        gmf = u_mf * i_mf  # (B, mf)
+        gmf = self._gmf(u_mf, i_mf[:, None, :])[:, 0]  # (B,)
         if not self.mlp:
             return self._head(gmf, None)
         h = linear_relu_dropout(
@@ -131,7 +136,7 @@ class NeuMF(nn.Module):
         """
         u_mf, u_mlp = self.embed(self.user_embed, users)  # (U, mf), (U, mlp0/2)
         i_mf, i_mlp = self.embed(self.item_embed, candidates)  # (U, C, mf), (U, C, mlp0/2)
-        gmf = u_mf[:, None, :] * i_mf  # (U, C, mf)
+        gmf = self._gmf(u_mf, i_mf)  # (U, C)
         if not self.mlp:
             return self._head(gmf, None)
         first = self.mlp[0]
