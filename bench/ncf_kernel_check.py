@@ -125,6 +125,31 @@ def main() -> int:
                   f"ok={ok}")  # fmt: skip
             bad += not ok
     timings(g)
+    # Layer 0 from per-item rows (the training step's path): forward exact against the twin (the same
+    # mask, the same bf16 rounding); backward = the twin's up to fp32 atomics' summation order.
+    p = torch.randn(26744, 256, device="cuda", generator=g).to(torch.bfloat16).requires_grad_()
+    items = torch.randint(0, 26744, (20011, 5), device="cuda", generator=g, dtype=torch.int32)
+    hu = torch.randn(20011, 256, device="cuda", generator=g).to(torch.bfloat16).requires_grad_()
+    key = torch.tensor(987654321, device="cuda")
+    y = kernels.gather_add_relu_dropout(p, items, hu, key, 0, 0.5, training=True)
+    twin = kernels.relu_dropout_twin(p.detach()[items.long()], key, 0, 0.5, hu.detach())
+    dy = torch.randn(y.shape, device="cuda", generator=g).to(torch.bfloat16)
+    y.backward(dy)
+    dx = torch.where(twin != 0, dy.float() * 2.0, torch.zeros((), device="cuda"))
+    want_p = torch.zeros(26744, 256, device="cuda").index_add_(
+        0, items.reshape(-1).long(), dx.reshape(-1, 256)
+    )
+    err_p = ((p.grad.float() - want_p).norm() / want_p.norm()).item()  # p.grad is bf16: rounding ~2^-9
+    err_hu = ((hu.grad.float() - dx.sum(1)).norm() / dx.sum(1).norm()).item()
+    ok = torch.equal(y, twin)
+    print(
+        f"gather+add+relu+dropout bf16: forward exact={ok}; grad relative error p {err_p:.2e}, hu {err_hu:.2e}"
+    )
+    bad += (not ok) + (err_p > 5e-3) + (err_hu > 5e-3)
+    gmf = kernels.gather_split(table.detach(), index, 64, torch.bfloat16, 64)[0]  # the GMF columns alone
+    ok = torch.equal(gmf, table.detach()[index.long()][..., :64].to(torch.bfloat16))
+    print(f"gather of the first 64 columns: exact={ok}")
+    bad += not ok
     print("all kernel checks passed" if not bad else f"{bad} kernel checks FAILED")
     return 1 if bad else 0
 

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from models.ncf.kernels import (
     add_relu_dropout,
     dropout_threshold,
+    gather_add_relu_dropout,
     gather_rows,
     gather_split,
     gmf_logit,
@@ -108,6 +109,29 @@ def test_gmf_logit_equals_autograd_through_the_gmf_product_and_final_layer() -> 
         torch.testing.assert_close(a.float(), b, rtol=2**-7, atol=1e-5)
 
 
+def test_gather_add_relu_dropout_reads_items_per_item_rows_and_scatters_their_gradient() -> None:
+    p = torch.randn(9, 8, requires_grad=True)  # one row per item: layer 0's item half, per item
+    items = torch.tensor([[0, 8, 8, 3, 1], [3, 3, 2, 7, 0], [5, 6, 8, 1, 1]], dtype=torch.int32)
+    hu = torch.randn(3, 8, requires_grad=True)
+    key = torch.tensor(7)
+    y = gather_add_relu_dropout(p, items, hu, key, 0, 0.25, training=True)
+    x = p.detach()[items.long()] + hu.detach()[:, None]
+    threshold, scale = dropout_threshold(0.25)
+    keep = keep_mask(x.shape, key, 0, threshold, "cpu") & (x > 0)
+    assert torch.allclose(y, torch.where(keep, x * scale, torch.zeros(())))
+    upstream = torch.randn_like(y)
+    y.backward(upstream)
+    dx = upstream * keep * scale
+    assert torch.allclose(hu.grad, dx.sum(1))
+    assert torch.allclose(
+        p.grad, torch.zeros(9, 8).index_add_(0, items.reshape(-1).long(), dx.reshape(-1, 8))
+    )
+    # The same function as layer 0 on per-candidate rows (the mask included): only where p is computed moved.
+    assert torch.equal(
+        y, add_relu_dropout(p.detach()[items.long()], hu.detach(), key, 0, 0.25, training=True)
+    )
+
+
 def test_gather_rows_matches_embedding_forward_and_backward() -> None:
     table = torch.randn(10, 6, requires_grad=True)
     index = torch.tensor([[1, 3, 3], [9, 0, 1]])
@@ -177,15 +201,41 @@ for dtype in (torch.float32, torch.bfloat16):
         assert torch.allclose(dx.float(), want.float(), rtol=0 if exact else 2**-7, atol=0)
 table = torch.randn(50, 24, generator=g, requires_grad=True)
 index = torch.randint(0, 50, (7, 5), generator=g, dtype=torch.int32)
-assert torch.equal(_GatherRows.apply(table, index, torch.float32, 24)[0], table.detach()[index.long()])
-out = _GatherRows.apply(table, index, torch.bfloat16, 24)[0]
+assert torch.equal(_GatherRows.apply(table, index, torch.float32, 24, 24)[0], table.detach()[index.long()])
+out = _GatherRows.apply(table, index, torch.bfloat16, 24, 24)[0]
 assert torch.allclose(out.float(), table.detach()[index.long()], rtol=2**-7, atol=0)
 upstream = torch.randn(7, 5, 24, generator=g).to(torch.bfloat16)
 out.backward(upstream)
 ref = torch.zeros(50, 24).index_add_(0, index.reshape(-1).long(), upstream.reshape(-1, 24).float())
 assert torch.allclose(table.grad, ref, atol=1e-6), (table.grad - ref).abs().max()
-a, b = kernels._GatherRows.apply(table.detach(), index, torch.float32, 10)
+a, b = kernels._GatherRows.apply(table.detach(), index, torch.float32, 10, 24)
 assert torch.equal(torch.cat([a, b], -1), table.detach()[index.long()])
+# The GMF columns alone (width < row length): only they are read, and only they get gradient.
+table.grad = None
+a, b = kernels._GatherRows.apply(table, index, torch.float32, 10, 10)
+assert b.shape[-1] == 0 and torch.equal(a, table.detach()[index.long()][..., :10])
+a.backward(torch.ones_like(a))
+counts = torch.bincount(index.reshape(-1).long(), minlength=50).float()[:, None]
+assert torch.equal(table.grad, torch.cat([counts.expand(50, 10), torch.zeros(50, 14)], 1))
+# Layer 0 from per-item rows: kernels against the twin path (the same function on CPU tensors).
+for dtype in (torch.float32, torch.bfloat16):
+    p = torch.randn(40, 96, generator=g).to(dtype)
+    items = torch.randint(0, 40, (13, 5), generator=g, dtype=torch.int32)
+    hu = torch.randn(13, 96, generator=g).to(dtype)
+    key = torch.tensor(123456789)
+    y = kernels._GatherAddReluDropout.apply(p, items, hu, key, 0, 0.5)
+    twin = relu_dropout_twin(p[items.long()], key, 0, 0.5, hu)
+    exact = dtype == torch.float32
+    assert torch.equal(y != 0, twin != 0), dtype
+    assert torch.allclose(y.float(), twin.float(), rtol=0 if exact else 2**-7, atol=0), dtype
+    pg, hg = p.clone().requires_grad_(), hu.clone().requires_grad_()
+    dy = torch.randn(y.shape, generator=g).to(dtype)
+    kernels._GatherAddReluDropout.apply(pg, items, hg, key, 0, 0.5).backward(dy)
+    dx = torch.where(y != 0, dy.float() * 2.0, torch.zeros(()))
+    want_p = torch.zeros(40, 96).index_add_(0, items.reshape(-1).long(), dx.reshape(-1, 96))
+    tol = 1e-5 if exact else 2**-6
+    assert torch.allclose(pg.grad.float(), want_p, rtol=tol, atol=tol), (dtype, (pg.grad.float() - want_p).abs().max())
+    assert torch.allclose(hg.grad.float(), dx.sum(1), rtol=tol, atol=tol), dtype
 y = torch.randn(70, 33, generator=g) * (torch.rand(70, 33, generator=g) > 0.5)
 dy = torch.randn(70, 33, generator=g)
 dx, bias_grad = kernels._launch_masked_grad_colsum(dy, y, 2.0)

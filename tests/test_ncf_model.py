@@ -94,6 +94,26 @@ def test_score_candidates_matches_forward():
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 
+def test_score_candidates_trains_like_forward_on_pairs():
+    """Training goes through score_candidates (layer 0's item half per item, gathered); its loss and
+    every gradient must be those of the plain per-pair model, dropout masks included."""
+    torch.manual_seed(0)
+    model = NeuMF(NeuMFConfig(9, 30, mf_dim=8, mlp_layers=(16, 8, 4), dropout=0.5)).train()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.3)
+    model.noise.fill_(12345)
+    users = torch.tensor([3, 0, 8, 3, 5], dtype=torch.int32)
+    cands = torch.randint(0, 30, (5, 7), dtype=torch.int32)
+    upstream = torch.randn(5, 7)
+    (model.score_candidates(users, cands) * upstream).sum().backward()
+    got = {name: p.grad.clone() for name, p in model.named_parameters()}
+    model.zero_grad()
+    (model(users.repeat_interleave(7), cands.reshape(-1)).reshape(5, 7) * upstream).sum().backward()
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(got[name], p.grad, rtol=1e-5, atol=1e-6, msg=name)
+
+
 def test_gmf_alone_when_no_mlp_layers() -> None:
     """mlp_layers=() is the NCF paper's GMF: the plain matrix-factorisation baseline."""
     model = NeuMF(NeuMFConfig(n_users=7, n_items=11, mf_dim=4, mlp_layers=()))

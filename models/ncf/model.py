@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from models.ncf.kernels import add_relu_dropout, gather_split, gmf_logit, linear_relu_dropout, relu_dropout
+from models.ncf.kernels import gather_add_relu_dropout, gather_split, gmf_logit, linear_relu_dropout
 
 
 @dataclass(frozen=True)
@@ -78,19 +78,12 @@ class NeuMF(nn.Module):
         lecun_uniform_(self.final.weight)
         nn.init.zeros_(self.final.bias)
 
-    def embed(self, table: nn.Embedding, index: Tensor) -> tuple[Tensor, Tensor]:
-        """(GMF part, MLP part) of the rows, in the compute dtype (bf16 under autocast); gradients
-        reach the fp32 table."""
+    def embed(self, table: nn.Embedding, index: Tensor, width: int | None = None) -> tuple[Tensor, Tensor]:
+        """(GMF part, MLP part) of the rows (up to column `width`), in the compute dtype (bf16 under
+        autocast); gradients reach the fp32 table."""
         where = index.device.type
         dtype = torch.get_autocast_dtype(where) if torch.is_autocast_enabled(where) else None
-        return gather_split(table.weight, index, self.config.mf_dim, dtype)
-
-    def act(self, h: Tensor, layer: int, extra: Tensor | None = None) -> Tensor:
-        """dropout(relu(h [+ extra])) with this step's mask; relu alone in eval mode."""
-        p = self.config.dropout
-        if extra is None:
-            return relu_dropout(h, self.noise, layer, p, self.training)
-        return add_relu_dropout(h, extra, self.noise, layer, p, self.training)
+        return gather_split(table.weight, index, self.config.mf_dim, dtype, width)
 
     def get_num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -129,21 +122,27 @@ class NeuMF(nn.Module):
         return self._head(gmf, h)  # (B,)
 
     def score_candidates(self, users: Tensor, candidates: Tensor) -> Tensor:
-        """Logits (U, C) for users (U,) against their candidate items (U, C), for evaluation.
+        """Logits (U, C) for users (U,) against their candidate items (U, C): training and evaluation.
 
-        Equal to forward on the repeated users, without repeating them: each user row is gathered once
-        and its share of the first MLP layer (W[:, :mlp0/2] @ u) is computed once per user, not C times.
+        Equal to forward on the repeated users, without repeating work: each user row is gathered once
+        and its share of the first MLP layer (W[:, :mlp0/2] @ u) computed once per user, not C times;
+        the item share (W[:, mlp0/2:] @ i) is computed once per item of the catalogue, not once per
+        candidate, and gathered (models/ncf/kernels.py: gather_add_relu_dropout).
         """
+        mf = self.config.mf_dim
         u_mf, u_mlp = self.embed(self.user_embed, users)  # (U, mf), (U, mlp0/2)
-        i_mf, i_mlp = self.embed(self.item_embed, candidates)  # (U, C, mf), (U, C, mlp0/2)
+        i_mf = self.embed(self.item_embed, candidates, width=mf)[0]  # (U, C, mf): the GMF columns only
         gmf = self._gmf(u_mf, i_mf)  # (U, C)
         if not self.mlp:
             return self._head(gmf, None)
         first = self.mlp[0]
         half = first.in_features // 2
         hu = F.linear(u_mlp, first.weight[:, :half], first.bias)  # (U, mlp1): the bias once per user
-        hi = F.linear(i_mlp, first.weight[:, half:])  # (U, C, mlp1)
-        return self._head(gmf, self.act(hi, 0, extra=hu))  # relu(hi + hu[:, None]), one fused pass
+        per_item = F.linear(self.item_embed.weight[:, mf:], first.weight[:, half:])  # (n_items, mlp1)
+        h = gather_add_relu_dropout(
+            per_item, candidates, hu, self.noise, 0, self.config.dropout, self.training
+        )
+        return self._head(gmf, h)
 
     def score_items(self, users: Tensor, items: Tensor | None = None) -> Tensor:
         """Logits (U, I) of users (U,) against the same items (I,) (all items when None): full ranking.
