@@ -286,17 +286,19 @@ if triton is not None:
 
     @triton.jit
     def _gather_add_relu_dropout_kernel(
-        p_ptr, item_ptr, hu_ptr, y_ptr, key_ptr, n, salt, threshold, scale, W, C, BLOCK: tl.constexpr,
+        p_ptr, item_ptr, hu_ptr, y_ptr, key_ptr, rows, salt, threshold, scale, C,
+        W: tl.constexpr, BR: tl.constexpr, BW: tl.constexpr,
     ):  # fmt: skip
-        """y = dropout(relu(p[item] + hu)) over (B, C, W), flattened: layer 0 with its item half read
-        from the per-item table p (n_items, W). The mask is _relu_dropout_kernel's, element for element."""
-        offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-        inside = offs < n
-        col = offs % W
-        row = offs // W  # b * C + c
-        item = tl.load(item_ptr + row, mask=inside, other=0).to(tl.int64)
-        v = tl.load(p_ptr + item * W + col, mask=inside, other=0.0).to(tl.float32)
-        v += tl.load(hu_ptr + (row // C) * W + col, mask=inside, other=0.0).to(tl.float32)
+        """y = dropout(relu(p[item] + hu)) over (B*C rows, W): layer 0 with its item half read from the
+        per-item table p (n_items, W). The mask is _relu_dropout_kernel's, element for element (the
+        same flat counter), and each row's item id and user row are computed once, not per element."""
+        r = tl.program_id(0).to(tl.int64) * BR + tl.arange(0, BR)  # rows b * C + c
+        w = tl.arange(0, BW)
+        live = (r < rows)[:, None] & (w < W)[None, :]
+        item = tl.load(item_ptr + r, mask=r < rows, other=0).to(tl.int64)
+        v = tl.load(p_ptr + item[:, None] * W + w[None, :], mask=live, other=0.0).to(tl.float32)
+        v += tl.load(hu_ptr + (r // C)[:, None] * W + w[None, :], mask=live, other=0.0).to(tl.float32)
+        offs = r[:, None] * W + w[None, :]
         keep = v > 0
         if threshold > 0:
             key = tl.load(key_ptr).to(tl.uint32)
@@ -304,7 +306,7 @@ if triton is not None:
             h = _hash32(offs.to(tl.uint32) * 0x9E3779B1 + base)
             keep = keep & ((h >> 8) >= threshold)
         y = tl.where(keep, v * scale, 0.0)
-        tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=inside)
+        tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=live)
 
     @triton.jit
     def _gather_add_grad_kernel(
@@ -581,10 +583,12 @@ class _GatherAddReluDropout(torch.autograd.Function):
         if use_triton(p):
             threshold, scale = dropout_threshold(drop)
             y = torch.empty(*items.shape, p.shape[1], dtype=p.dtype, device=p.device)
-            n = y.numel()
-            _gather_add_relu_dropout_kernel[(triton.cdiv(n, ELEMENTWISE_BLOCK),)](
-                p, items, hu, y, key, n, layer_salt(layer), threshold, scale, p.shape[1], items.shape[1],
-                BLOCK=ELEMENTWISE_BLOCK, num_warps=8,
+            rows, width = items.numel(), p.shape[1]
+            block_w = triton.next_power_of_2(width)
+            block_r = max(1, ELEMENTWISE_BLOCK // block_w)
+            _gather_add_relu_dropout_kernel[(triton.cdiv(rows, block_r),)](
+                p, items, hu, y, key, rows, layer_salt(layer), threshold, scale, items.shape[1],
+                W=width, BR=block_r, BW=block_w, num_warps=8,
             )  # fmt: skip
         else:
             y = relu_dropout_twin(p[items.long()], key, layer, drop, hu)
