@@ -18,7 +18,6 @@ import torch
 import torch.nn.functional as F
 
 from models.ncf.kernels import (
-    add_relu_dropout,
     dropout_threshold,
     gather_add_relu_dropout,
     gather_rows,
@@ -27,6 +26,7 @@ from models.ncf.kernels import (
     keep_mask,
     linear_relu_dropout,
     relu_dropout,
+    relu_dropout_twin,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -54,32 +54,6 @@ def test_dropout_drops_about_p_scales_the_rest_and_backward_follows_the_mask() -
     assert torch.equal(relu_dropout(x, key, 1, 0.5, True) != 0, kept)
     assert not torch.equal(relu_dropout(x, torch.tensor(12346), 1, 0.5, True) != 0, kept)
     assert not torch.equal(relu_dropout(x, key, 2, 0.5, True) != 0, kept)
-
-
-def test_add_relu_dropout_broadcasts_the_user_half_and_sums_its_gradient() -> None:
-    x = torch.randn(6, 5, 8, requires_grad=True)
-    extra = torch.randn(6, 8, requires_grad=True)
-    key = torch.tensor(7)
-    y = add_relu_dropout(x, extra, key, 0, 0.25, training=True)
-    threshold, scale = dropout_threshold(0.25)
-    keep = keep_mask(x.shape, key, 0, threshold, "cpu") & ((x + extra[:, None]) > 0)
-    expected = torch.where(keep, (x + extra[:, None]) * scale, torch.zeros(()))
-    assert torch.allclose(y, expected)
-    upstream = torch.randn_like(y)
-    y.backward(upstream)
-    assert torch.allclose(x.grad, upstream * keep * scale)
-    assert torch.allclose(extra.grad, (upstream * keep * scale).sum(1))
-
-
-def test_add_relu_dropout_in_bf16_sums_the_user_half_gradient_in_fp32_into_its_dtype() -> None:
-    x = torch.randn(9, 5, 16).to(torch.bfloat16).requires_grad_(True)
-    extra = torch.randn(9, 16, requires_grad=True)  # fp32: its gradient comes back fp32
-    y = add_relu_dropout(x, extra, torch.tensor(11), 0, 0.5, training=True)
-    upstream = torch.randn_like(y)
-    y.backward(upstream)
-    assert x.grad.dtype == torch.bfloat16 and extra.grad.dtype == torch.float32
-    assert torch.equal(x.grad, torch.where(y != 0, upstream.float() * 2.0, torch.zeros(())).bfloat16())
-    assert torch.equal(extra.grad, x.grad.float().sum(1))
 
 
 def test_gmf_logit_equals_autograd_through_the_gmf_product_and_final_layer() -> None:
@@ -127,9 +101,7 @@ def test_gather_add_relu_dropout_reads_items_per_item_rows_and_scatters_their_gr
         p.grad, torch.zeros(9, 8).index_add_(0, items.reshape(-1).long(), dx.reshape(-1, 8))
     )
     # The same function as layer 0 on per-candidate rows (the mask included): only where p is computed moved.
-    assert torch.equal(
-        y, add_relu_dropout(p.detach()[items.long()], hu.detach(), key, 0, 0.25, training=True)
-    )
+    assert torch.equal(y, relu_dropout_twin(p.detach()[items.long()], key, 0, 0.25, hu.detach()))
 
 
 def test_gather_rows_matches_embedding_forward_and_backward() -> None:
@@ -184,11 +156,10 @@ assert kernels.use_triton(torch.zeros(1))
 g = torch.Generator().manual_seed(0)
 for dtype in (torch.float32, torch.bfloat16):
     x = torch.randn(3, 5, 40, generator=g).to(dtype)
-    extra = torch.randn(3, 40, generator=g).to(dtype)
     key = torch.tensor(987654321)
-    for layer, p, ex in ((0, 0.5, extra), (2, 0.5, None), (1, 0.0, None), (3, 0.1, extra)):
-        y = _launch_relu_dropout(x, ex, key, layer, p)
-        twin = relu_dropout_twin(x, key, layer, p, ex)
+    for layer, p in ((0, 0.5), (2, 0.5), (1, 0.0), (3, 0.1)):
+        y = _launch_relu_dropout(x, key, layer, p)
+        twin = relu_dropout_twin(x, key, layer, p)
         # The same mask always; values exact in fp32. The interpreter rounds fp32 -> bf16 its own way
         # (the GPU rounds to nearest even, as torch does: exact there, see bench/ncf_kernel_check.py).
         assert torch.equal(y != 0, twin != 0), (dtype, layer, p)
@@ -242,16 +213,6 @@ dx, bias_grad = kernels._launch_masked_grad_colsum(dy, y, 2.0)
 assert torch.equal(dx, torch.where(y != 0, dy * 2.0, torch.zeros(())))
 assert torch.allclose(bias_grad, dx.sum(0), atol=1e-5)
 bf16, fp32 = torch.bfloat16, torch.float32
-cases = ((fp32, fp32, (3, 5, 40)), (bf16, bf16, (20, 3, 200)), (bf16, fp32, (9, 2, 8)))  # (x, extra, shape)
-for dtype, extra_dtype, shape in cases:  # layer 0's backward: dx and its sums over the candidates
-    y = _launch_relu_dropout(torch.randn(shape, generator=g).to(dtype), None, key, 1, 0.5)
-    dy = torch.randn(shape, generator=g).to(dtype)
-    dx, d_extra = kernels._launch_masked_grad_groupsum(dy, y, 2.0, extra_dtype)
-    want = kernels.masked_grad_twin(dy, y, 2.0)
-    assert torch.allclose(dx.float(), want.float(), rtol=0 if dtype == fp32 else 2**-7, atol=0)
-    assert d_extra.dtype == extra_dtype and d_extra.shape == (shape[0], shape[2])
-    sums = dx.float().sum(1)  # the sums of the dx it wrote, rounded once to extra's dtype
-    assert torch.allclose(d_extra.float(), sums, rtol=1e-6 if extra_dtype == fp32 else 2**-7, atol=1e-6)
 for dtype in (fp32, bf16):  # K = 24 and 37 rows: both blocks part-filled
     u, i = torch.randn(37, 24, generator=g).to(dtype), torch.randn(37, 5, 24, generator=g).to(dtype)
     w = torch.randn(24, generator=g)

@@ -6,12 +6,15 @@ Triton kernels compile in seconds, cache on disk (`ncflow.kernel_cache`), and do
 
 - `gather_rows`: an embedding lookup that writes the compute dtype (bf16) directly and whose backward
   is one pass of fp32 atomic adds into the dense table gradient (no sort, no fp32 copy of the rows).
-- `relu_dropout` / `add_relu_dropout`: ReLU then dropout, with the mask drawn from a counter-based hash
-  of (step key, layer, element). The backward needs no mask at all: an element has a gradient exactly
-  when its output is nonzero (kept and positive), so backward reads the output it saved for the next
-  layer anyway. Nothing is recomputed (the compiler re-ran Philox in the backward: 35% of the step).
-  Layer 0's backward also sums its gradient over the candidates (the user half's gradient) in the
-  same pass, and `linear_relu_dropout`'s sums the bias gradient.
+- `linear_relu_dropout` / `relu_dropout`: ReLU then dropout, with the mask drawn from a counter-based
+  hash of (step key, layer, element). The backward needs no mask at all: an element has a gradient
+  exactly when its output is nonzero (kept and positive), so backward reads the output it saved for the
+  next layer anyway. Nothing is recomputed (the compiler re-ran Philox in the backward: 35% of the
+  step). `linear_relu_dropout`'s backward also sums the bias gradient in the same pass.
+- `gather_add_relu_dropout`: layer 0, whose item half W_i @ e_item is computed once per item of the
+  catalogue (27k on ml-20m) instead of once per candidate (1M a step) and gathered, fused with the user
+  half's add, ReLU and dropout; its backward sums the user half's gradient and scatters the item half's
+  per item in one pass, without writing dx.
 - `gmf_logit`: the GMF branch and its half of the final layer, sum_k u[b, k] i[b, c, k] w[k], as one
   kernel forward and one backward: the (B, C, mf) product is never written, and the backward's three
   gradients come from one read of the item rows (eager torch: a product, a GEMV, then an outer product,
@@ -134,21 +137,11 @@ if triton is not None:
         return x ^ (x >> 16)
 
     @triton.jit
-    def _relu_dropout_kernel(
-        x_ptr, extra_ptr, y_ptr, key_ptr, n, salt, threshold, scale, ROW, GROUP,
-        HAS_EXTRA: tl.constexpr, BLOCK: tl.constexpr,
-    ):  # fmt: skip
-        """y = dropout(relu(x [+ extra broadcast over GROUP rows of width ROW])), flattened.
-
-        ROW and GROUP are run-time values, so every layer width and candidate count shares one binary.
-        """
+    def _relu_dropout_kernel(x_ptr, y_ptr, key_ptr, n, salt, threshold, scale, BLOCK: tl.constexpr):
+        """y = dropout(relu(x)), flattened: every layer width shares one binary."""
         offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
         inside = offs < n
         v = tl.load(x_ptr + offs, mask=inside, other=0.0).to(tl.float32)
-        if HAS_EXTRA:  # x is (B, GROUP, ROW), extra (B, ROW): layer 0's per-user half
-            col = offs % ROW
-            row = offs // (ROW * GROUP)
-            v += tl.load(extra_ptr + row * ROW + col, mask=inside, other=0.0).to(tl.float32)
         keep = v > 0
         if threshold > 0:
             key = tl.load(key_ptr).to(tl.uint32)
@@ -182,26 +175,6 @@ if triton is not None:
         dx = tl.where(y != 0, dy * scale, 0.0)
         tl.store(dx_ptr + at, dx.to(dx_ptr.dtype.element_ty), mask=inside)
         tl.atomic_add(bias_grad_ptr + c, tl.sum(dx, axis=0), mask=c < cols, sem="relaxed")
-
-    @triton.jit
-    def _masked_grad_groupsum_kernel(
-        dy_ptr, y_ptr, dx_ptr, extra_grad_ptr, rows, group, cols, scale, BR: tl.constexpr, BC: tl.constexpr
-    ):
-        """dx as above for y (rows, group, cols), plus its sums over the group (the gradient of the
-        broadcast `extra`, fp32 sums of the stored dx): no second pass over dx to reduce it."""
-        r = tl.program_id(0).to(tl.int64) * BR + tl.arange(0, BR)
-        c = tl.program_id(1) * BC + tl.arange(0, BC)
-        inside = (r < rows)[:, None] & (c < cols)[None, :]
-        total = tl.zeros((BR, BC), dtype=tl.float32)
-        for j in range(group):
-            at = (r[:, None] * group + j) * cols + c[None, :]
-            y = tl.load(y_ptr + at, mask=inside, other=0.0)
-            dy = tl.load(dy_ptr + at, mask=inside, other=0.0).to(tl.float32)
-            dx = tl.where(y != 0, dy * scale, 0.0).to(dx_ptr.dtype.element_ty)
-            tl.store(dx_ptr + at, dx, mask=inside)
-            total += dx.to(tl.float32)
-        at = r[:, None] * cols + c[None, :]
-        tl.store(extra_grad_ptr + at, total.to(extra_grad_ptr.dtype.element_ty), mask=inside)
 
     @triton.jit
     def _gmf_logit_kernel(u_ptr, i_ptr, w_ptr, out_ptr, rows, group, K, BR: tl.constexpr, BK: tl.constexpr):
@@ -336,16 +309,13 @@ GATHER_ROWS = 32
 GRAD_ROWS, GRAD_COLS = 32, 128  # _gather_add_grad_kernel's tile: (users, columns)
 
 
-def _launch_relu_dropout(x: Tensor, extra: Tensor | None, key: Tensor, layer: int, p: float) -> Tensor:
+def _launch_relu_dropout(x: Tensor, key: Tensor, layer: int, p: float) -> Tensor:
     threshold, scale = dropout_threshold(p)
     y = torch.empty_like(x)
     n = x.numel()
-    grid = (triton.cdiv(n, ELEMENTWISE_BLOCK),)
-    group = x.shape[-2] if extra is not None else 1
-    _relu_dropout_kernel[grid](
-        x, extra if extra is not None else x, y, key, n, layer_salt(layer), threshold, scale,
-        ROW=x.shape[-1], GROUP=group, HAS_EXTRA=extra is not None, BLOCK=ELEMENTWISE_BLOCK, num_warps=8,
-    )  # fmt: skip
+    _relu_dropout_kernel[(triton.cdiv(n, ELEMENTWISE_BLOCK),)](
+        x, y, key, n, layer_salt(layer), threshold, scale, BLOCK=ELEMENTWISE_BLOCK, num_warps=8
+    )
     return y
 
 
@@ -358,54 +328,25 @@ def _launch_masked_grad(dy: Tensor, y: Tensor, scale: float) -> Tensor:
     return dx
 
 
-def _launch_masked_grad_groupsum(
-    dy: Tensor, y: Tensor, scale: float, extra_dtype: torch.dtype
-) -> tuple[Tensor, Tensor]:
-    group, cols = y.shape[-2:]
-    rows = y.numel() // (group * cols)
-    dx = torch.empty_like(y)
-    extra_grad = torch.empty(*y.shape[:-2], cols, dtype=extra_dtype, device=y.device)
-    grid = (triton.cdiv(rows, 16), triton.cdiv(cols, 128))
-    _masked_grad_groupsum_kernel[grid](
-        dy.contiguous(), y, dx, extra_grad, rows, group, cols, scale, BR=16, BC=128, num_warps=4
-    )
-    return dx, extra_grad
-
-
 class _ReluDropout(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: Tensor, extra: Tensor | None, key: Tensor, layer: int, p: float) -> Tensor:
+    def forward(ctx, x: Tensor, key: Tensor, layer: int, p: float) -> Tensor:
         x = x.contiguous()
-        if use_triton(x):
-            y = _launch_relu_dropout(x, None if extra is None else extra.contiguous(), key, layer, p)
-        else:
-            y = relu_dropout_twin(x, key, layer, p, extra)
+        y = _launch_relu_dropout(x, key, layer, p) if use_triton(x) else relu_dropout_twin(x, key, layer, p)
         ctx.save_for_backward(y)
         ctx.scale = dropout_threshold(p)[1]
-        ctx.extra_dtype = None if extra is None else extra.dtype
         return y
 
     @staticmethod
     def backward(ctx, dy: Tensor):
         (y,) = ctx.saved_tensors
-        if not use_triton(y):
-            dx = masked_grad_twin(dy, y, ctx.scale)
-            d_extra = None if ctx.extra_dtype is None else dx.float().sum(dim=-2).to(ctx.extra_dtype)
-        elif ctx.extra_dtype is None:
-            dx, d_extra = _launch_masked_grad(dy, y, ctx.scale), None
-        else:  # layer 0: dx and its sum over the candidates (extra's gradient) in one pass
-            dx, d_extra = _launch_masked_grad_groupsum(dy, y, ctx.scale, ctx.extra_dtype)
-        return dx, d_extra, None, None, None
+        dx = _launch_masked_grad(dy, y, ctx.scale) if use_triton(y) else masked_grad_twin(dy, y, ctx.scale)
+        return dx, None, None, None
 
 
 def relu_dropout(x: Tensor, key: Tensor, layer: int, p: float, training: bool) -> Tensor:
     """dropout(relu(x)) with the mask of (key, layer); relu alone when not training or p == 0."""
-    return _ReluDropout.apply(x, None, key, layer, p if training else 0.0)
-
-
-def add_relu_dropout(x: Tensor, extra: Tensor, key: Tensor, layer: int, p: float, training: bool) -> Tensor:
-    """dropout(relu(x + extra[:, None, :])) for x (B, C, W), extra (B, W): layer 0's two halves."""
-    return _ReluDropout.apply(x, extra, key, layer, p if training else 0.0)
+    return _ReluDropout.apply(x, key, layer, p if training else 0.0)
 
 
 def _launch_masked_grad_colsum(dy: Tensor, y: Tensor, scale: float) -> tuple[Tensor, Tensor]:
@@ -429,7 +370,7 @@ class _LinearReluDropout(torch.autograd.Function):
         w = weight.to(x.dtype)
         pre = torch.addmm(bias.to(x.dtype), x2, w.t())  # (M, out)
         if use_triton(pre):
-            y = _launch_relu_dropout(pre, None, key, layer, p)
+            y = _launch_relu_dropout(pre, key, layer, p)
         else:
             y = relu_dropout_twin(pre, key, layer, p)
         ctx.save_for_backward(x2, w, y)
