@@ -14,7 +14,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from models.ncf.kernels import add_relu_dropout, gather_split, linear_relu_dropout, relu_dropout
+from models.ncf.kernels import (
+    add_relu_dropout,
+    gather_split,
+    linear_relu_dropout,
+    mlp_scores,
+    mlp_scores_supported,
+    relu_dropout,
+    use_triton,
+)
 
 
 @dataclass(frozen=True)
@@ -140,19 +148,38 @@ class NeuMF(nn.Module):
         hi = F.linear(i_mlp, first.weight[:, half:])  # (U, C, mlp1)
         return self._head(gmf, self.act(hi, 0, extra=hu))  # relu(hi + hu[:, None]), one fused pass
 
-    def score_items(self, users: Tensor, items: Tensor | None = None) -> Tensor:
+    def fused_scoring(self, device: torch.device | str) -> bool:
+        """Whether score_items runs the fused Triton scorer on `device` (with gradients off): CUDA (or
+        Triton's interpreter) and an MLP that kernels.mlp_scores_supported takes; else GEMMs."""
+        probe = torch.empty(0, device=device)
+        return bool(self.mlp) and use_triton(probe) and mlp_scores_supported(self.config.mlp_layers)
+
+    def score_items(self, users: Tensor, items: Tensor | None = None, *, fused: bool | None = None) -> Tensor:
         """Logits (U, I) of users (U,) against the same items (I,) (all items when None): full ranking.
 
         forward() on every pair, up to rounding, with the work shared across pairs: the GMF term is one
-        (U, mf) x (mf, I) product, and the first MLP layer's item half is computed once per item. That
-        layer's output relu(W_u u + W_i i + b) is itself one GEMM with a fused ReLU: [i, 1] (I, h/2+1)
-        times [W_i^T; W_u u + b] stacked for every user ((h/2+1, U*h1)); its rows come out (item,
-        user)-major, ready for the remaining layers as plain GEMMs (bias and ReLU in the epilogue).
+        (U, mf) x (mf, I) product, and the first MLP layer's item half is computed once per item. Two
+        formulations of the MLP branch:
+        - fused (`fused=None`: on CUDA, with gradients off, for the MLP shapes it takes): each layer's
+          user and item halves once (hu = W_u u + b per user, hi = W_i i per item), then one Triton
+          kernel runs relu(hu + hi) through the remaining layers for every pair on chip and adds the
+          logit to the GMF term (kernels.mlp_scores); nothing but the (U, I) fp32 output is written.
+          `fused=True` forces it (its torch twin where Triton does not run), `fused=False` forbids it.
+        - GEMMs (the CPU path, and autograd): the first layer's output relu(W_u u + W_i i + b) is one
+          GEMM with a fused ReLU: [i, 1] (I, h/2+1) times [W_i^T; W_u u + b] stacked for every user
+          ((h/2+1, U*h1)); its rows come out (item, user)-major, ready for the remaining layers as plain
+          GEMMs (bias and ReLU in the epilogue). It holds (I*U, h1) activations: memory-bound.
         """
         c, dev = self.config, users.device
         items = torch.arange(c.n_items, device=dev) if items is None else items
         u_mf, u_mlp = self.embed(self.user_embed, users)  # (U, mf), (U, mlp0/2)
         i_mf, i_mlp = self.embed(self.item_embed, items)  # (I, mf), (I, mlp0/2)
+        if fused is None:
+            fused = not torch.is_grad_enabled() and self.fused_scoring(dev)
+        if fused and self.mlp:
+            if not mlp_scores_supported(c.mlp_layers):
+                raise ValueError(f"the fused scorer does not take mlp_layers {c.mlp_layers}")
+            return self._score_items_fused(u_mf, u_mlp, i_mf, i_mlp)
         w = self.final.weight  # (1, mf + mlp[-1])
         gmf = (u_mf * w[0, : c.mf_dim].to(u_mf.dtype)) @ i_mf.T  # (U, I)
         if not self.mlp:
@@ -170,3 +197,17 @@ class NeuMF(nn.Module):
             h = torch._addmm_activation(layer.bias.to(dtype), h, layer.weight.T.to(dtype))  # (I*U, h)
         mlp = F.linear(h, w[:, c.mf_dim :].to(dtype), self.final.bias.to(dtype)).view(n_items, n_users)
         return gmf.float() + mlp.T.float()
+
+    def _score_items_fused(self, u_mf: Tensor, u_mlp: Tensor, i_mf: Tensor, i_mlp: Tensor) -> Tensor:
+        """score_items' fused formulation: the per-user and per-item halves in fp32 (small GEMMs, no
+        autocast), the item half and the later layers' weights rounded to the compute dtype for the
+        kernel's tensor cores; the GMF term and the final bias are the output's starting value."""
+        mf, dtype = self.config.mf_dim, i_mlp.dtype
+        first, w = self.mlp[0], self.final.weight.float()
+        half = first.in_features // 2
+        with torch.autocast(u_mlp.device.type, enabled=False):
+            out = torch.addmm(self.final.bias.float(), u_mf.float() * w[0, :mf], i_mf.float().T)  # (U, I)
+            hu = F.linear(u_mlp.float(), first.weight[:, :half].float(), first.bias.float())  # (U, h1)
+            hi = F.linear(i_mlp.float(), first.weight[:, half:].float()).to(dtype)  # (I, h1)
+        hidden = [(layer.weight.T.to(dtype).contiguous(), layer.bias.float()) for layer in self.mlp[1:]]
+        return mlp_scores(out, hi, hu, hidden, w[0, mf:])
