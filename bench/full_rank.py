@@ -103,7 +103,7 @@ def main() -> None:
     precision = resolve_precision(args.precision, device)
     score = ncf_scorer(model, precision)
 
-    auto = full_rank_chunk(model, args.items, device)
+    auto = full_rank_chunk(model, args.items, device, precision.autocast_dtype)
     chunks = [min(args.users, chunk_users(c, auto)) for c in args.chunk_users.split(",")]
     runs = []
     for chunk in sorted(set(chunks)):
@@ -116,7 +116,8 @@ def main() -> None:
         "users": args.users, "items": args.items, "train_positives": len(data.train_user),
         "scores": args.users * args.items, "device": torch.cuda.get_device_name(device) if device.type == "cuda"
         else "cpu", "precision": precision.name, "torch": torch.__version__, "setup_s": setup_s,
-        "scorer": "fused" if model.fused_scoring(device) else "gemm", "auto_chunk_users": auto,
+        "scorer": "fused" if model.fused_scoring(device, precision.autocast_dtype) else "gemm",
+        "auto_chunk_users": auto,
         "best_s": best["best_s"], "chunk_users": best["chunk_users"], "runs": runs,
         "scores_per_s": args.users * args.items / best["best_s"], "metrics": metrics,
     }  # fmt: skip

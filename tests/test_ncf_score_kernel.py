@@ -124,3 +124,13 @@ def test_fused_score_kernel_matches_its_twin_and_the_gemm_path_under_the_interpr
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "fused scorer matches" in done.stdout
+
+
+def test_full_rank_chunk_sizes_by_what_the_scorer_holds() -> None:
+    from models.ncf.evaluate import FUSED_BYTES_PER_PAIR, full_rank_chunk
+
+    model = NeuMF(NeuMFConfig(10, 26744))  # ml-20m's NeuMF
+    assert full_rank_chunk(model, 26744, "cpu") == 2**31 // (2 * 256 * 26744) == 156  # layer 1's output
+    assert full_rank_chunk(model, 26744, "cpu", budget_bytes=2**33) == 627
+    if model.fused_scoring("cpu"):  # under TRITON_INTERPRET=1: the fused scorer's fp32 scores
+        assert full_rank_chunk(model, 26744, "cpu") == 2**31 // (FUSED_BYTES_PER_PAIR * 26744)

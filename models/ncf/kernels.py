@@ -188,20 +188,20 @@ if triton is not None:
         )
 
     @triton.jit
-    def _layer(h, w, b, PRECISION: tl.constexpr, UPCAST: tl.constexpr):
+    def _layer(h, w, b, UPCAST: tl.constexpr):
         """relu(h @ w + b): h rounded to w's dtype, products summed in fp32 (tensor cores)."""
         h = h.to(w.dtype)
         if UPCAST:  # the interpreter multiplies bf16 operands as raw bits (Triton 3.9): the same values
-            acc = tl.dot(h.to(tl.float32), w.to(tl.float32), input_precision="ieee")
+            acc = tl.dot(h.to(tl.float32), w.to(tl.float32))
         else:
-            acc = tl.dot(h, w, input_precision=PRECISION)
+            acc = tl.dot(h, w)
         return tl.maximum(acc + b[None, :], 0.0)
 
     @triton.jit
     def _mlp_scores_kernel(
         hi_ptr, hu_ptr, w1_ptr, b1_ptr, w2_ptr, b2_ptr, wf_ptr, out_ptr, n_users, n_items, users_per_program,
         H1: tl.constexpr, H2: tl.constexpr, H3: tl.constexpr, DEPTH: tl.constexpr, HL: tl.constexpr,
-        BLOCK_I: tl.constexpr, HOLD: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+        BLOCK_I: tl.constexpr, HOLD: tl.constexpr, UPCAST: tl.constexpr,
     ):  # fmt: skip
         """out[u, i] += MLP logit of (u, i) for BLOCK_I items and a run of users, nothing but out in HBM.
 
@@ -234,9 +234,9 @@ if triton is not None:
             hu = tl.load(hu_at)
             h = tl.maximum(hi.to(tl.float32) + hu[None, :], 0.0)  # (BLOCK_I, H1) fp32
             if DEPTH >= 1:
-                h = _layer(h, w1, b1, PRECISION, UPCAST)
+                h = _layer(h, w1, b1, UPCAST)
             if DEPTH >= 2:
-                h = _layer(h, w2, b2, PRECISION, UPCAST)
+                h = _layer(h, w2, b2, UPCAST)
             logit = tl.sum(h * wf[None, :], axis=1)
             tl.store(out_at, tl.load(out_at, mask=live, other=0.0) + logit, mask=live)
             hu_at += H1
@@ -423,6 +423,9 @@ class ScoreConfig:
 
 
 SCORE_CONFIG = ScoreConfig()
+# fp32 tl.dot is TF32 or, exactly, CUDA-core FMAs over register-held operands: there the GEMM path
+# (cuBLAS, honouring the run's TF32 setting) serves fp32; the interpreter runs fp32 too (tests).
+SCORE_DTYPES_CUDA = (torch.bfloat16, torch.float16)
 MAX_FIRST_WIDTH, MAX_HIDDEN_WIDTH = 256, 128
 
 
@@ -468,15 +471,14 @@ def _launch_mlp_scores(
     widths = [hi.shape[1]] + [w.shape[1] for w, _ in hidden]
     if out.dtype != torch.float32 or not out.is_contiguous() or any(w.dtype != hi.dtype for w, _ in hidden):
         raise ValueError("mlp_scores wants a contiguous fp32 out and weights in the item tile's dtype")
+    if out.is_cuda and hi.dtype not in SCORE_DTYPES_CUDA:
+        raise ValueError(f"mlp_scores runs bf16 or fp16 on GPUs (fp32: score_items' GEMMs), not {hi.dtype}")
     (w1, b1), (w2, b2) = (hidden + [(w_out, w_out)] * 2)[:2]  # absent layers: any pointer, never read
-    precision = "ieee"
-    if hi.dtype == torch.float32 and out.is_cuda and torch.backends.cuda.matmul.allow_tf32:
-        precision = "tf32"  # the GEMM path's fp32 too: TF32 only when the run asked for it
     grid = (triton.cdiv(n_items, cfg.block_items), triton.cdiv(n_users, cfg.users_per_program))
     _mlp_scores_kernel[grid](
         hi, hu, w1, b1, w2, b2, w_out, out, n_users, n_items, cfg.users_per_program,
         H1=widths[0], H2=widths[min(1, len(hidden))], H3=widths[len(hidden)], DEPTH=len(hidden),
-        HL=widths[-1], BLOCK_I=cfg.block_items, HOLD=cfg.hold_items, PRECISION=precision,
+        HL=widths[-1], BLOCK_I=cfg.block_items, HOLD=cfg.hold_items,
         UPCAST=not out.is_cuda and hi.dtype == torch.bfloat16, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )  # fmt: skip
     return out
@@ -491,13 +493,14 @@ def mlp_scores(
     cfg: ScoreConfig | None = None,
 ) -> Tensor:
     """out (U, I) fp32 += the MLP branch's logit of every (user, item) pair (see mlp_scores_twin for
-    the arguments), in place; the Triton kernel where use_triton(out), else its twin. No autograd.
+    the arguments), in place; the Triton kernel where use_triton(out) (on CUDA: bf16 or fp16), else
+    its twin. No autograd.
 
     What stays on chip: the kernel never writes an activation, only `out`; per pair it reads nothing
     but (from L1/L2) its item's first-layer half, which the caller computed once per item. Shapes are
     those of mlp_scores_supported.
     """
-    if not use_triton(out):
+    if not use_triton(out) or (out.is_cuda and hi.dtype not in SCORE_DTYPES_CUDA):
         return mlp_scores_twin(out, hi, hu, hidden, w_out)
     hidden = [(w.contiguous(), b.float().contiguous()) for w, b in hidden]
     return _launch_mlp_scores(

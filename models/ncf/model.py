@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from models.ncf.kernels import (
+    SCORE_DTYPES_CUDA,
     add_relu_dropout,
     gather_split,
     linear_relu_dropout,
@@ -148,11 +149,14 @@ class NeuMF(nn.Module):
         hi = F.linear(i_mlp, first.weight[:, half:])  # (U, C, mlp1)
         return self._head(gmf, self.act(hi, 0, extra=hu))  # relu(hi + hu[:, None]), one fused pass
 
-    def fused_scoring(self, device: torch.device | str) -> bool:
-        """Whether score_items runs the fused Triton scorer on `device` (with gradients off): CUDA (or
-        Triton's interpreter) and an MLP that kernels.mlp_scores_supported takes; else GEMMs."""
+    def fused_scoring(self, device: torch.device | str, dtype: torch.dtype | None = None) -> bool:
+        """Whether score_items runs the fused Triton scorer on `device` in compute dtype `dtype` (None:
+        fp32, no autocast) with gradients off: an MLP that kernels.mlp_scores_supported takes, and CUDA
+        in bf16 or fp16 (Triton's interpreter: any dtype); else the GEMMs."""
         probe = torch.empty(0, device=device)
-        return bool(self.mlp) and use_triton(probe) and mlp_scores_supported(self.config.mlp_layers)
+        if not (self.mlp and use_triton(probe) and mlp_scores_supported(self.config.mlp_layers)):
+            return False
+        return probe.device.type != "cuda" or dtype in SCORE_DTYPES_CUDA
 
     def score_items(self, users: Tensor, items: Tensor | None = None, *, fused: bool | None = None) -> Tensor:
         """Logits (U, I) of users (U,) against the same items (I,) (all items when None): full ranking.
@@ -160,12 +164,12 @@ class NeuMF(nn.Module):
         forward() on every pair, up to rounding, with the work shared across pairs: the GMF term is one
         (U, mf) x (mf, I) product, and the first MLP layer's item half is computed once per item. Two
         formulations of the MLP branch:
-        - fused (`fused=None`: on CUDA, with gradients off, for the MLP shapes it takes): each layer's
+        - fused (`fused=None`: see fused_scoring; CUDA in bf16, gradients off): the first layer's
           user and item halves once (hu = W_u u + b per user, hi = W_i i per item), then one Triton
           kernel runs relu(hu + hi) through the remaining layers for every pair on chip and adds the
           logit to the GMF term (kernels.mlp_scores); nothing but the (U, I) fp32 output is written.
           `fused=True` forces it (its torch twin where Triton does not run), `fused=False` forbids it.
-        - GEMMs (the CPU path, and autograd): the first layer's output relu(W_u u + W_i i + b) is one
+        - GEMMs (CPUs, fp32 on GPUs, autograd): the first layer's output relu(W_u u + W_i i + b) is one
           GEMM with a fused ReLU: [i, 1] (I, h/2+1) times [W_i^T; W_u u + b] stacked for every user
           ((h/2+1, U*h1)); its rows come out (item, user)-major, ready for the remaining layers as plain
           GEMMs (bias and ReLU in the epilogue). It holds (I*U, h1) activations: memory-bound.
@@ -175,7 +179,7 @@ class NeuMF(nn.Module):
         u_mf, u_mlp = self.embed(self.user_embed, users)  # (U, mf), (U, mlp0/2)
         i_mf, i_mlp = self.embed(self.item_embed, items)  # (I, mf), (I, mlp0/2)
         if fused is None:
-            fused = not torch.is_grad_enabled() and self.fused_scoring(dev)
+            fused = not torch.is_grad_enabled() and self.fused_scoring(dev, i_mlp.dtype)
         if fused and self.mlp:
             if not mlp_scores_supported(c.mlp_layers):
                 raise ValueError(f"the fused scorer does not take mlp_layers {c.mlp_layers}")
