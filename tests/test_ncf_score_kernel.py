@@ -130,7 +130,8 @@ def test_full_rank_chunk_sizes_by_what_the_scorer_holds() -> None:
     from models.ncf.evaluate import FUSED_BYTES_PER_PAIR, full_rank_chunk
 
     model = NeuMF(NeuMFConfig(10, 26744))  # ml-20m's NeuMF
-    assert full_rank_chunk(model, 26744, "cpu") == 2**31 // (2 * 256 * 26744) == 156  # layer 1's output
-    assert full_rank_chunk(model, 26744, "cpu", budget_bytes=2**33) == 627
     if model.fused_scoring("cpu"):  # under TRITON_INTERPRET=1: the fused scorer's fp32 scores
-        assert full_rank_chunk(model, 26744, "cpu") == 2**31 // (FUSED_BYTES_PER_PAIR * 26744)
+        assert full_rank_chunk(model, 26744, "cpu") == 2**31 // (FUSED_BYTES_PER_PAIR * 26744) == 10037
+    else:  # the GEMM path: layer 1's (users x items x 256) bf16 output
+        assert full_rank_chunk(model, 26744, "cpu") == 2**31 // (2 * 256 * 26744) == 156
+        assert full_rank_chunk(model, 26744, "cpu", budget_bytes=2**33) == 627
