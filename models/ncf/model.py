@@ -176,14 +176,12 @@ class NeuMF(nn.Module):
         """
         c, dev = self.config, users.device
         items = torch.arange(c.n_items, device=dev) if items is None else items
+        if fused is None:
+            fused = not torch.is_grad_enabled() and self.fused_scoring(dev, self.compute_dtype(dev))
+        if fused and self.mlp:
+            return mlp_scores(*self.fused_inputs(users, items))
         u_mf, u_mlp = self.embed(self.user_embed, users)  # (U, mf), (U, mlp0/2)
         i_mf, i_mlp = self.embed(self.item_embed, items)  # (I, mf), (I, mlp0/2)
-        if fused is None:
-            fused = not torch.is_grad_enabled() and self.fused_scoring(dev, i_mlp.dtype)
-        if fused and self.mlp:
-            if not mlp_scores_supported(c.mlp_layers):
-                raise ValueError(f"the fused scorer does not take mlp_layers {c.mlp_layers}")
-            return self._score_items_fused(u_mf, u_mlp, i_mf, i_mlp)
         w = self.final.weight  # (1, mf + mlp[-1])
         gmf = (u_mf * w[0, : c.mf_dim].to(u_mf.dtype)) @ i_mf.T  # (U, I)
         if not self.mlp:
@@ -202,11 +200,26 @@ class NeuMF(nn.Module):
         mlp = F.linear(h, w[:, c.mf_dim :].to(dtype), self.final.bias.to(dtype)).view(n_items, n_users)
         return gmf.float() + mlp.T.float()
 
-    def _score_items_fused(self, u_mf: Tensor, u_mlp: Tensor, i_mf: Tensor, i_mlp: Tensor) -> Tensor:
-        """score_items' fused formulation: the per-user and per-item halves in fp32 (small GEMMs, no
-        autocast), the item half and the later layers' weights rounded to the compute dtype for the
-        kernel's tensor cores; the GMF term and the final bias are the output's starting value."""
-        mf, dtype = self.config.mf_dim, i_mlp.dtype
+    def compute_dtype(self, device: torch.device) -> torch.dtype:
+        """The dtype embed() gives on `device`: autocast's when it is on, else the tables'."""
+        where = device.type
+        return (
+            torch.get_autocast_dtype(where)
+            if torch.is_autocast_enabled(where)
+            else self.user_embed.weight.dtype
+        )
+
+    def fused_inputs(self, users: Tensor, items: Tensor) -> tuple:
+        """kernels.mlp_scores' arguments for score_items' fused formulation: the per-user and per-item
+        halves of the first layer in fp32 (small GEMMs, autocast off), the item half and the later
+        layers' weights rounded to the compute dtype for the kernel's tensor cores, and as the output's
+        starting value the GMF term plus the final bias."""
+        c = self.config
+        if not mlp_scores_supported(c.mlp_layers):
+            raise ValueError(f"the fused scorer does not take mlp_layers {c.mlp_layers}")
+        u_mf, u_mlp = self.embed(self.user_embed, users)  # (U, mf), (U, mlp0/2)
+        i_mf, i_mlp = self.embed(self.item_embed, items)  # (I, mf), (I, mlp0/2)
+        mf, dtype = c.mf_dim, i_mlp.dtype
         first, w = self.mlp[0], self.final.weight.float()
         half = first.in_features // 2
         with torch.autocast(u_mlp.device.type, enabled=False):
@@ -214,4 +227,4 @@ class NeuMF(nn.Module):
             hu = F.linear(u_mlp.float(), first.weight[:, :half].float(), first.bias.float())  # (U, h1)
             hi = F.linear(i_mlp.float(), first.weight[:, half:].float()).to(dtype)  # (I, h1)
         hidden = [(layer.weight.T.to(dtype).contiguous(), layer.bias.float()) for layer in self.mlp[1:]]
-        return mlp_scores(out, hi, hu, hidden, w[0, mf:])
+        return out, hi, hu, hidden, w[0, mf:]
