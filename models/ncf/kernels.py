@@ -17,7 +17,9 @@ Triton's interpreter (TRITON_INTERPRET=1) on CPUs.
 
 One more kernel serves full ranking rather than training: `mlp_scores`, the MLP branch of NeuMF for
 every (user, item) pair of a chunk with all of its layers kept on chip (see its docstring); its twin
-is the same arithmetic in torch, and NeuMF.score_items' GEMM formulation is the CPU path.
+is the same arithmetic in torch, and NeuMF.score_items' GEMM formulation is the CPU path. It is
+checked against both under the interpreter (tests/test_ncf_score_kernel.py) and on the GPU
+(bench/fused_score_check.py): within rounding, not bit for bit (tensor cores sum in their own order).
 """
 
 from __future__ import annotations
