@@ -52,6 +52,9 @@ def test_fused_twin_scores_as_the_gemm_path(layers: tuple[int, ...]) -> None:
         with torch.autocast("cpu", dtype=torch.bfloat16):
             gemm16 = model.score_items(users, fused=False)
             fused16 = model.score_items(users, fused=True)
+        some = torch.tensor([49, 0, 7, 7, 31])  # a subset of the items, in any order
+        subset = model.score_items(users, some, fused=True)
+        torch.testing.assert_close(subset, gemm[:, some], rtol=1e-5, atol=1e-5 * gemm.abs().max().item())
     scale = gemm.abs().max().item()
     assert fused16.dtype == torch.float32
     assert (fused16 - gemm16).abs().max().item() < scale / 64  # both bf16: a few roundings of 2^-8
@@ -107,6 +110,8 @@ for layers in ((256, 256, 128, 64), (64, 32, 16)):
         fused = model.score_items(users)
         scale = gemm.abs().max().item()
         assert (fused - gemm).abs().max().item() < 1e-5 * scale, layers
+        some = torch.tensor([49, 0, 7, 7, 31])  # a subset of the items, in any order
+        assert (model.score_items(users, some) - gemm[:, some]).abs().max().item() < 1e-5 * scale, layers
         with torch.autocast("cpu", dtype=torch.bfloat16):
             gemm16 = model.score_items(users, fused=False)
             fused16 = model.score_items(users)

@@ -504,6 +504,8 @@ def mlp_scores(
     """
     if not use_triton(out) or (out.is_cuda and hi.dtype not in SCORE_DTYPES_CUDA):
         return mlp_scores_twin(out, hi, hu, hidden, w_out)
+    if out.numel() == 0:
+        return out
     hidden = [(w.contiguous(), b.float().contiguous()) for w, b in hidden]
     return _launch_mlp_scores(
         out, hi.contiguous(), hu.float().contiguous(), hidden, w_out.float().contiguous(), cfg or SCORE_CONFIG
