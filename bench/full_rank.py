@@ -7,6 +7,8 @@ The data is random (long-tailed users and items, ~20M training positives at full
 untrained, ml-20m's NeuMF (64 / 256-256-128-64): the work, shapes and masks are those of a real run.
 The clock covers scoring, masking, ranking and the metrics of every user (models.ncf.evaluate.full_rank)
 after one warm-up run, between torch.cuda.synchronize() calls; the seen-item CSR is built before it.
+Each chunk size of --chunk-users is timed (default: half, 1, 2 and 4 times models.ncf.evaluate's
+memory-sized chunk, `auto`); `scorer` says which NeuMF.score_items formulation ran (fused on CUDA).
 Prints one JSON object.
 """
 
@@ -67,6 +69,15 @@ def timed(fn, device: torch.device, repeats: int) -> tuple[list[float], object]:
     return seconds, result
 
 
+def chunk_users(text: str, auto: int) -> int:
+    """A --chunk-users entry: a count, `auto`, or `auto*N` / `auto/N`."""
+    text = text.strip()
+    for op, apply in (("*", lambda n: auto * n), ("/", lambda n: auto // n)):
+        if text.startswith(f"auto{op}"):
+            return max(1, apply(int(text[5:])))
+    return auto if text == "auto" else max(1, int(text))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--users", type=int, default=138_493)
@@ -74,7 +85,9 @@ def main() -> None:
     parser.add_argument("--positives", type=int, default=19_861_770, help="about ml-20m's, scaled to --users")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--precision", default="auto")
-    parser.add_argument("--budgets-gib", default="1,2,4,8", help="chunk sizes to try, as the layer-1 GiB")
+    parser.add_argument(
+        "--chunk-users", default="auto/2,auto,auto*2,auto*4", help="users per chunk to try; auto: the default"
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--topk", type=int, default=100, help="also time top-k for every user (0: skip)")
     args = parser.parse_args()
@@ -90,11 +103,12 @@ def main() -> None:
     precision = resolve_precision(args.precision, device)
     score = ncf_scorer(model, precision)
 
+    auto = full_rank_chunk(model, args.items, device, precision.autocast_dtype)
+    chunks = [min(args.users, chunk_users(c, auto)) for c in args.chunk_users.split(",")]
     runs = []
-    for gib in [float(g) for g in args.budgets_gib.split(",")]:
-        chunk = full_rank_chunk(args.items, model.config.mlp_layers[1], int(gib * 2**30))
+    for chunk in sorted(set(chunks)):
         seconds, metrics = timed(lambda c=chunk: full_rank(score, data, "test", c), device, args.repeats)
-        runs.append({"budget_gib": gib, "chunk_users": chunk, "seconds": seconds, "best_s": min(seconds)})
+        runs.append({"chunk_users": chunk, "seconds": seconds, "best_s": min(seconds)})
         print(json.dumps(runs[-1]), file=sys.stderr)
     best = min(runs, key=lambda r: r["best_s"])
     result = {
@@ -102,6 +116,8 @@ def main() -> None:
         "users": args.users, "items": args.items, "train_positives": len(data.train_user),
         "scores": args.users * args.items, "device": torch.cuda.get_device_name(device) if device.type == "cuda"
         else "cpu", "precision": precision.name, "torch": torch.__version__, "setup_s": setup_s,
+        "scorer": "fused" if model.fused_scoring(device, precision.autocast_dtype) else "gemm",
+        "auto_chunk_users": auto,
         "best_s": best["best_s"], "chunk_users": best["chunk_users"], "runs": runs,
         "scores_per_s": args.users * args.items / best["best_s"], "metrics": metrics,
     }  # fmt: skip

@@ -14,7 +14,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from models.ncf.kernels import gather_add_relu_dropout, gather_split, gmf_logit, linear_relu_dropout
+from models.ncf.kernels import (
+    gather_add_relu_dropout,
+    gather_split,
+    gmf_logit,
+    linear_relu_dropout,
+    use_triton,
+)
+from models.ncf.score_kernel import SCORE_DTYPES_CUDA, mlp_scores, mlp_scores_supported
 
 
 @dataclass(frozen=True)
@@ -144,17 +151,37 @@ class NeuMF(nn.Module):
         )
         return self._head(gmf, h)
 
-    def score_items(self, users: Tensor, items: Tensor | None = None) -> Tensor:
+    def fused_scoring(self, device: torch.device | str, dtype: torch.dtype | None = None) -> bool:
+        """Whether score_items runs the fused Triton scorer on `device` in compute dtype `dtype` (None:
+        fp32, no autocast) with gradients off: an MLP that score_kernel.mlp_scores_supported takes, and CUDA
+        in bf16 or fp16 (Triton's interpreter: any dtype); else the GEMMs."""
+        probe = torch.empty(0, device=device)
+        if not (self.mlp and use_triton(probe) and mlp_scores_supported(self.config.mlp_layers)):
+            return False
+        return probe.device.type != "cuda" or dtype in SCORE_DTYPES_CUDA
+
+    def score_items(self, users: Tensor, items: Tensor | None = None, *, fused: bool | None = None) -> Tensor:
         """Logits (U, I) of users (U,) against the same items (I,) (all items when None): full ranking.
 
         forward() on every pair, up to rounding, with the work shared across pairs: the GMF term is one
-        (U, mf) x (mf, I) product, and the first MLP layer's item half is computed once per item. That
-        layer's output relu(W_u u + W_i i + b) is itself one GEMM with a fused ReLU: [i, 1] (I, h/2+1)
-        times [W_i^T; W_u u + b] stacked for every user ((h/2+1, U*h1)); its rows come out (item,
-        user)-major, ready for the remaining layers as plain GEMMs (bias and ReLU in the epilogue).
+        (U, mf) x (mf, I) product, and the first MLP layer's item half is computed once per item. Two
+        formulations of the MLP branch:
+        - fused (`fused=None`: see fused_scoring; CUDA in bf16, gradients off): the first layer's
+          user and item halves once (hu = W_u u + b per user, hi = W_i i per item), then one Triton
+          kernel runs relu(hu + hi) through the remaining layers for every pair on chip and adds the
+          logit to the GMF term (score_kernel.mlp_scores); nothing but the (U, I) fp32 output is written.
+          `fused=True` forces it (its torch twin where Triton does not run), `fused=False` forbids it.
+        - GEMMs (CPUs, fp32 on GPUs, autograd): the first layer's output relu(W_u u + W_i i + b) is one
+          GEMM with a fused ReLU: [i, 1] (I, h/2+1) times [W_i^T; W_u u + b] stacked for every user
+          ((h/2+1, U*h1)); its rows come out (item, user)-major, ready for the remaining layers as plain
+          GEMMs (bias and ReLU in the epilogue). It holds (I*U, h1) activations: memory-bound.
         """
         c, dev = self.config, users.device
         items = torch.arange(c.n_items, device=dev) if items is None else items
+        if fused is None:
+            fused = not torch.is_grad_enabled() and self.fused_scoring(dev, self.compute_dtype(dev))
+        if fused and self.mlp:
+            return mlp_scores(*self.fused_inputs(users, items))
         u_mf, u_mlp = self.embed(self.user_embed, users)  # (U, mf), (U, mlp0/2)
         i_mf, i_mlp = self.embed(self.item_embed, items)  # (I, mf), (I, mlp0/2)
         w = self.final.weight  # (1, mf + mlp[-1])
@@ -174,3 +201,32 @@ class NeuMF(nn.Module):
             h = torch._addmm_activation(layer.bias.to(dtype), h, layer.weight.T.to(dtype))  # (I*U, h)
         mlp = F.linear(h, w[:, c.mf_dim :].to(dtype), self.final.bias.to(dtype)).view(n_items, n_users)
         return gmf.float() + mlp.T.float()
+
+    def compute_dtype(self, device: torch.device) -> torch.dtype:
+        """The dtype embed() gives on `device`: autocast's when it is on, else the tables'."""
+        where = device.type
+        return (
+            torch.get_autocast_dtype(where)
+            if torch.is_autocast_enabled(where)
+            else self.user_embed.weight.dtype
+        )
+
+    def fused_inputs(self, users: Tensor, items: Tensor) -> tuple:
+        """score_kernel.mlp_scores' arguments for score_items' fused formulation: the per-user and per-item
+        halves of the first layer in fp32 (small GEMMs, autocast off), the item half and the later
+        layers' weights rounded to the compute dtype for the kernel's tensor cores, and as the output's
+        starting value the GMF term plus the final bias."""
+        c = self.config
+        if not mlp_scores_supported(c.mlp_layers):
+            raise ValueError(f"the fused scorer does not take mlp_layers {c.mlp_layers}")
+        u_mf, u_mlp = self.embed(self.user_embed, users)  # (U, mf), (U, mlp0/2)
+        i_mf, i_mlp = self.embed(self.item_embed, items)  # (I, mf), (I, mlp0/2)
+        mf, dtype = c.mf_dim, i_mlp.dtype
+        first, w = self.mlp[0], self.final.weight.float()
+        half = first.in_features // 2
+        with torch.autocast(u_mlp.device.type, enabled=False):
+            out = torch.addmm(self.final.bias.float(), u_mf.float() * w[0, :mf], i_mf.float().T)  # (U, I)
+            hu = F.linear(u_mlp.float(), first.weight[:, :half].float(), first.bias.float())  # (U, h1)
+            hi = F.linear(i_mlp.float(), first.weight[:, half:].float()).to(dtype)  # (I, h1)
+        hidden = [(layer.weight.T.to(dtype).contiguous(), layer.bias.float()) for layer in self.mlp[1:]]
+        return out, hi, hu, hidden, w[0, mf:]

@@ -100,17 +100,17 @@ def ncf_user_scorer(bundle_dir: Path, device: str = "auto", precision: str = "au
     where = pick_device(device)
     bundle = load_bundle(bundle_dir, where)
     model = bundle.model.eval()
+    resolved = resolve_precision(precision, where)
     offsets = bundle.seen.offsets.to_numpy().astype(np.int64)
     seen = bundle.seen.values.to_numpy(zero_copy_only=False)
     users = np.empty(len(bundle.user_index), dtype=np.int64)
     users[list(bundle.user_index.values())] = list(bundle.user_index.keys())
-    layers = model.config.mlp_layers
     return UserScorer(
         user_ids=users,
         item_ids=bundle.item_ids,
         seen=CSR.from_numpy(offsets - offsets[0], seen[offsets[0] : offsets[-1]], where),
-        score_fn=ncf_scorer(model, resolve_precision(precision, where)),
-        chunk=full_rank_chunk(len(bundle.item_ids), layers[1] if layers else 1),
+        score_fn=ncf_scorer(model, resolved),
+        chunk=full_rank_chunk(model, len(bundle.item_ids), where, resolved.autocast_dtype),
         device=where,
     )
 
