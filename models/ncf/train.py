@@ -17,9 +17,10 @@ How a step is fast:
 - All data lives on the device. Each epoch the sampler draws `negatives` items per positive (CuPy on
   GPUs, NumPy on CPUs, handed over through DLPack); a step's rows are (B, 1+k) items with their user,
   so each user row is gathered once per positive, not 1+k times.
-- No compiler: three Triton kernels (models/ncf/kernels.py) compile in seconds and are cached on disk,
+- No compiler: small Triton kernels (models/ncf/kernels.py) compile in seconds and are cached on disk,
   and the forward and backward of a step are captured once as a CUDA graph and replayed, so a step
-  costs the host a handful of launches.
+  costs the host a handful of launches. Layer 0's item half is computed once per item of the catalogue
+  and gathered, not computed once per candidate (NeuMF.score_candidates).
 - Users are sharded, not replicated: rank r owns a contiguous range of users holding 1/world_size of
   the positives, trains only on their positives and keeps only their rows of the user table and its
   Adam state. The user-table gradient (85% of the parameters) therefore never crosses the wire: only
