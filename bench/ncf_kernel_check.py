@@ -1,4 +1,5 @@
-"""The Triton kernels of models/ncf/kernels.py against their torch twins, on the GPU (CI runs the twins).
+"""The Triton kernels of NeuMF's training step against their torch twins, on the GPU (CI runs the twins):
+models/ncf/kernels.py, gather_kernels.py and gmf_kernel.py.
 
     python bench/ncf_kernel_check.py        # one line per check, then timings; exits 1 on any mismatch
 
@@ -14,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from models.ncf import kernels  # noqa: E402
+from models.ncf import gather_kernels, gmf_kernel, kernels  # noqa: E402
 
 
 def rel_max(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -46,16 +47,16 @@ def timings(g: torch.Generator) -> None:
         torch.autograd.grad(F.linear(u[:, None, :] * i, w.to(bf16)[None]).squeeze(-1), (u, i, w), up)
 
     old = gpu_ms(eager)
-    new = gpu_ms(lambda: torch.autograd.grad(kernels.gmf_logit(u, i, w), (u, i, w), up))
+    new = gpu_ms(lambda: torch.autograd.grad(gmf_kernel.gmf_logit(u, i, w), (u, i, w), up))
     print(f"time: GMF logit forward + backward, eager {old:.3f} ms; two kernels {new:.3f} ms")
     p = torch.randn(26744, 256, device="cuda", generator=g).to(bf16).requires_grad_(True)
     items = torch.randint(0, 26744, (209066, 5), device="cuda", generator=g, dtype=torch.int32)
     hu = torch.randn(209066, 256, device="cuda", generator=g).to(bf16).requires_grad_(True)
     key, dy = torch.tensor(5, device="cuda"), torch.randn(209066, 5, 256, device="cuda", generator=g).to(bf16)
-    fwd = gpu_ms(lambda: kernels.gather_add_relu_dropout(p, items, hu, key, 0, 0.5, True))
+    fwd = gpu_ms(lambda: gather_kernels.gather_add_relu_dropout(p, items, hu, key, 0, 0.5, True))
     both = gpu_ms(
         lambda: torch.autograd.grad(
-            kernels.gather_add_relu_dropout(p, items, hu, key, 0, 0.5, True), (p, hu), dy
+            gather_kernels.gather_add_relu_dropout(p, items, hu, key, 0, 0.5, True), (p, hu), dy
         )
     )
     print(f"time: layer 0 from per-item rows, forward {fwd:.3f} ms, forward + backward {both:.3f} ms")
@@ -82,7 +83,7 @@ def main() -> int:
             bad += not ok
     table = torch.randn(26744, 192, device="cuda", generator=g, requires_grad=True)
     index = torch.randint(0, 26744, (20000, 5), device="cuda", generator=g, dtype=torch.int32)
-    out = kernels.gather_rows(table, index, torch.bfloat16)
+    out = gather_kernels.gather_rows(table, index, torch.bfloat16)
     ok_fwd = torch.equal(out, table.detach()[index.long()].to(torch.bfloat16))
     upstream = torch.randn(20000, 5, 192, device="cuda", generator=g).to(torch.bfloat16)
     out.backward(upstream)
@@ -105,10 +106,14 @@ def main() -> int:
             i = torch.randn(shape, device="cuda", generator=g).to(dtype)
             w = torch.randn(shape[2], device="cuda", generator=g)
             up = torch.randn(shape[:2], device="cuda", generator=g).to(dtype)
-            out = kernels._launch_gmf_logit(u, i, w)
-            du, di, dw = kernels._launch_gmf_logit_grad(up, u, i, w)
-            want_du, want_di, want_dw = kernels.gmf_logit_grad_twin(up, u, i, w)
-            errs = [rel_max(out, kernels.gmf_logit_twin(u, i, w)), rel_max(du, want_du), rel_max(dw, want_dw)]
+            out = gmf_kernel._launch_gmf_logit(u, i, w)
+            du, di, dw = gmf_kernel._launch_gmf_logit_grad(up, u, i, w)
+            want_du, want_di, want_dw = gmf_kernel.gmf_logit_grad_twin(up, u, i, w)
+            errs = [
+                rel_max(out, gmf_kernel.gmf_logit_twin(u, i, w)),
+                rel_max(du, want_du),
+                rel_max(dw, want_dw),
+            ]
             # grad i: the same two products, exact; grad w: fp32 sums of ~10^6 terms in another order
             ok = torch.equal(di, want_di) and max(errs[:2]) <= tol and errs[2] <= 1e-4
             print(f"gmf_logit {str(dtype):15} {shape}: grad i exact={torch.equal(di, want_di)}; max error "
@@ -122,7 +127,7 @@ def main() -> int:
     items = torch.randint(0, 26744, (20011, 5), device="cuda", generator=g, dtype=torch.int32)
     hu = torch.randn(20011, 256, device="cuda", generator=g).to(torch.bfloat16).requires_grad_()
     key = torch.tensor(987654321, device="cuda")
-    y = kernels.gather_add_relu_dropout(p, items, hu, key, 0, 0.5, training=True)
+    y = gather_kernels.gather_add_relu_dropout(p, items, hu, key, 0, 0.5, training=True)
     twin = kernels.relu_dropout_twin(p.detach()[items.long()], key, 0, 0.5, hu.detach())
     dy = torch.randn(y.shape, device="cuda", generator=g).to(torch.bfloat16)
     y.backward(dy)
@@ -137,7 +142,9 @@ def main() -> int:
         f"gather+add+relu+dropout bf16: forward exact={ok}; grad relative error p {err_p:.2e}, hu {err_hu:.2e}"
     )
     bad += (not ok) + (err_p > 5e-3) + (err_hu > 5e-3)
-    gmf = kernels.gather_split(table.detach(), index, 64, torch.bfloat16, 64)[0]  # the GMF columns alone
+    gmf = gather_kernels.gather_split(table.detach(), index, 64, torch.bfloat16, 64)[
+        0
+    ]  # the GMF columns alone
     ok = torch.equal(gmf, table.detach()[index.long()][..., :64].to(torch.bfloat16))
     print(f"gather of the first 64 columns: exact={ok}")
     bad += not ok

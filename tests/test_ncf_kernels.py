@@ -17,12 +17,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from models.ncf.gather_kernels import gather_add_relu_dropout, gather_rows, gather_split
+from models.ncf.gmf_kernel import gmf_logit
 from models.ncf.kernels import (
     dropout_threshold,
-    gather_add_relu_dropout,
-    gather_rows,
-    gather_split,
-    gmf_logit,
     keep_mask,
     linear_relu_dropout,
     relu_dropout,
@@ -150,8 +148,9 @@ def test_gather_split_returns_both_halves_and_one_table_gradient() -> None:
 
 INTERPRETED = r"""
 import torch
-from models.ncf import kernels
-from models.ncf.kernels import relu_dropout_twin, _launch_relu_dropout, _launch_masked_grad, _GatherRows
+from models.ncf import gather_kernels, gmf_kernel, kernels
+from models.ncf.gather_kernels import _GatherRows
+from models.ncf.kernels import relu_dropout_twin, _launch_relu_dropout, _launch_masked_grad
 assert kernels.use_triton(torch.zeros(1))
 g = torch.Generator().manual_seed(0)
 for dtype in (torch.float32, torch.bfloat16):
@@ -179,11 +178,11 @@ upstream = torch.randn(7, 5, 24, generator=g).to(torch.bfloat16)
 out.backward(upstream)
 ref = torch.zeros(50, 24).index_add_(0, index.reshape(-1).long(), upstream.reshape(-1, 24).float())
 assert torch.allclose(table.grad, ref, atol=1e-6), (table.grad - ref).abs().max()
-a, b = kernels._GatherRows.apply(table.detach(), index, torch.float32, 10, 24)
+a, b = gather_kernels._GatherRows.apply(table.detach(), index, torch.float32, 10, 24)
 assert torch.equal(torch.cat([a, b], -1), table.detach()[index.long()])
 # The GMF columns alone (width < row length): only they are read, and only they get gradient.
 table.grad = None
-a, b = kernels._GatherRows.apply(table, index, torch.float32, 10, 10)
+a, b = gather_kernels._GatherRows.apply(table, index, torch.float32, 10, 10)
 assert b.shape[-1] == 0 and torch.equal(a, table.detach()[index.long()][..., :10])
 a.backward(torch.ones_like(a))
 counts = torch.bincount(index.reshape(-1).long(), minlength=50).float()[:, None]
@@ -194,14 +193,14 @@ for dtype in (torch.float32, torch.bfloat16):
     items = torch.randint(0, 40, (13, 5), generator=g, dtype=torch.int32)
     hu = torch.randn(13, 96, generator=g).to(dtype)
     key = torch.tensor(123456789)
-    y = kernels._GatherAddReluDropout.apply(p, items, hu, key, 0, 0.5)
+    y = gather_kernels._GatherAddReluDropout.apply(p, items, hu, key, 0, 0.5)
     twin = relu_dropout_twin(p[items.long()], key, 0, 0.5, hu)
     exact = dtype == torch.float32
     assert torch.equal(y != 0, twin != 0), dtype
     assert torch.allclose(y.float(), twin.float(), rtol=0 if exact else 2**-7, atol=0), dtype
     pg, hg = p.clone().requires_grad_(), hu.clone().requires_grad_()
     dy = torch.randn(y.shape, generator=g).to(dtype)
-    kernels._GatherAddReluDropout.apply(pg, items, hg, key, 0, 0.5).backward(dy)
+    gather_kernels._GatherAddReluDropout.apply(pg, items, hg, key, 0, 0.5).backward(dy)
     dx = torch.where(y != 0, dy.float() * 2.0, torch.zeros(()))
     want_p = torch.zeros(40, 96).index_add_(0, items.reshape(-1).long(), dx.reshape(-1, 96))
     tol = 1e-5 if exact else 2**-6
@@ -217,11 +216,11 @@ for dtype in (fp32, bf16):  # K = 24 and 37 rows: both blocks part-filled
     u, i = torch.randn(37, 24, generator=g).to(dtype), torch.randn(37, 5, 24, generator=g).to(dtype)
     w = torch.randn(24, generator=g)
     tol = dict(rtol=1e-5 if dtype == fp32 else 2**-7, atol=1e-5)
-    out = kernels._launch_gmf_logit(u, i, w)
+    out = gmf_kernel._launch_gmf_logit(u, i, w)
     assert out.dtype == dtype
-    assert torch.allclose(out.float(), kernels.gmf_logit_twin(u, i, w).float(), **tol)
+    assert torch.allclose(out.float(), gmf_kernel.gmf_logit_twin(u, i, w).float(), **tol)
     up = torch.randn(37, 5, generator=g).to(dtype)
-    mine, want = kernels._launch_gmf_logit_grad(up, u, i, w), kernels.gmf_logit_grad_twin(up, u, i, w)
+    mine, want = gmf_kernel._launch_gmf_logit_grad(up, u, i, w), gmf_kernel.gmf_logit_grad_twin(up, u, i, w)
     for a, b in zip(mine, want):
         assert a.dtype == b.dtype and torch.allclose(a.float(), b.float(), **tol), (dtype, a.shape)
 import os

@@ -14,13 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from models.ncf.kernels import (
-    gather_add_relu_dropout,
-    gather_split,
-    gmf_logit,
-    linear_relu_dropout,
-    use_triton,
-)
+from models.ncf.gather_kernels import gather_add_relu_dropout, gather_split
+from models.ncf.gmf_kernel import gmf_logit
+from models.ncf.kernels import linear_relu_dropout, use_triton
 from models.ncf.score_kernel import SCORE_DTYPES_CUDA, mlp_scores, mlp_scores_supported
 
 
@@ -97,7 +93,7 @@ class NeuMF(nn.Module):
 
     def _gmf(self, u_mf: Tensor, i_mf: Tensor) -> Tensor:
         """The GMF branch through its half of the final layer: (U, mf), (U, C, mf) -> (U, C) logits,
-        one fused op (models/ncf/kernels.py), so the (U, C, mf) product never reaches memory."""
+        one fused op (models/ncf/gmf_kernel.py), so the (U, C, mf) product never reaches memory."""
         return gmf_logit(u_mf, i_mf, self.final.weight[0, : self.config.mf_dim])
 
     def _head(self, gmf: Tensor, h: Tensor | None) -> Tensor:
@@ -134,7 +130,7 @@ class NeuMF(nn.Module):
         Equal to forward on the repeated users, without repeating work: each user row is gathered once
         and its share of the first MLP layer (W[:, :mlp0/2] @ u) computed once per user, not C times;
         the item share (W[:, mlp0/2:] @ i) is computed once per item of the catalogue, not once per
-        candidate, and gathered (models/ncf/kernels.py: gather_add_relu_dropout).
+        candidate, and gathered (models/ncf/gather_kernels.py: gather_add_relu_dropout).
         """
         mf = self.config.mf_dim
         u_mf, u_mlp = self.embed(self.user_embed, users)  # (U, mf), (U, mlp0/2)
