@@ -32,7 +32,6 @@ How a step is fast:
 from __future__ import annotations
 
 import dataclasses
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,8 +41,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from models.common.adam import FusedAdam
+from models.common.background_checkpoint import BackgroundCheckpoint
 from models.common.batching import even_batches
-from models.common.checkpoint import load_checkpoint, save_checkpoint
 from models.common.distributed import Dist, all_reduce_sum, sync
 from models.common.entrypoint import exit_now, run_trainer
 from models.common.events import Events, process_age, rate
@@ -53,6 +52,7 @@ from models.ncf.bundle import write_bundle
 from models.ncf.data import NCFData, load_ncf_data
 from models.ncf.evaluate import candidate_sums, chunk_sums
 from models.ncf.model import NeuMF, NeuMFConfig
+from models.ncf.run_state import full_model, resume, run_state, user_shards
 from models.ncf.sampler import draw_negatives, permutation
 from models.ncf.selection import stop_reason, summarize
 from ncflow.rng import stream_key
@@ -111,19 +111,6 @@ def array_module(device: torch.device):
     return cupy
 
 
-def user_shards(train_user: torch.Tensor, n_users: int, world_size: int) -> list[tuple[int, int, int, int]]:
-    """(first user, end user, first positive, end positive) of each rank: contiguous user ranges that
-    split the positives (sorted by user) as evenly as whole users allow."""
-    p = len(train_user)
-    cuts = [0] + [int(train_user[p * r // world_size]) for r in range(1, world_size)] + [n_users]
-    cuts = [max(cuts[: i + 1]) for i in range(len(cuts))]  # monotone even for tiny data
-    starts = torch.searchsorted(
-        train_user, torch.tensor(cuts, dtype=train_user.dtype, device=train_user.device)
-    )
-    starts = starts.tolist()
-    return [(cuts[r], cuts[r + 1], starts[r], starts[r + 1]) for r in range(world_size)]
-
-
 class Trainer:
     """One rank's shard of the model, its optimizer, and the captured step."""
 
@@ -163,7 +150,7 @@ class Trainer:
         self.graph: torch.cuda.CUDAGraph | None = None
         self.use_graph = cfg.cuda_graphs and d.device.type == "cuda" and not precision.loss_scaling
         self.eval_sums = chunk_sums(self.model, precision, cfg.topk)
-        self._saving: threading.Thread | None = None
+        self.checkpoints = BackgroundCheckpoint(d.device)
         self.best: dict | None = None  # {"epoch", "value", "model": this rank's weights} (validation)
         if data.has_validation:  # this rank's validation users, as local rows of its user table
             mine = (data.valid_user >= self.user_lo) & (data.valid_user < self.user_hi)
@@ -300,128 +287,17 @@ class Trainer:
             self.warm_phases["first_steps_s"] = self.first_steps_done - start
         # Evaluation's kernels load at the first evaluation: nothing the first step needs waits for them.
 
-    # ------------------------------------------------------------------------------ state, gathered
-    def full_rows(self, local: torch.Tensor) -> torch.Tensor:
-        """The whole user table (or a same-shaped Adam state) from every rank's rows, on every rank."""
-        if not self.d.enabled:
-            return local
-        sizes = [max(1, hi - lo) for lo, hi, _, _ in self.shards]
-        padded = local.new_zeros(max(sizes), *local.shape[1:])
-        padded[: len(local)] = local
-        parts = [torch.empty_like(padded) for _ in sizes]
-        dist.all_gather(parts, padded)
-        full = torch.cat([part[:size] for part, size in zip(parts, sizes)])
-        return full[: self.data.n_users]
-
-    def full_model(self) -> NeuMF:
-        """The unsharded model (rank 0 writes it); a view of the local one on a single rank."""
-        if not self.d.enabled:
-            return self.model
-        state = self.model.state_dict()
-        state["user_embed.weight"] = self.full_rows(self.user_table.detach())
-        with torch.device(self.d.device):
-            full = NeuMF(self.model_config)
-        full.load_state_dict(state)
-        return full
-
-    def state(self, epoch: int, history: list[dict]) -> dict:
-        """Everything that resumes this run, with the user rows of every rank (collective)."""
-        index = self.optimizer.params.index(self.user_table)
-        optimizer = self.optimizer.state_dict()  # fresh lists: editing them leaves the live state alone
-        for name in ("exp_avg", "exp_avg_sq"):
-            optimizer[name][index] = self.full_rows(optimizer[name][index])
-        model = self.model.state_dict()
-        model["user_embed.weight"] = self.full_rows(self.user_table.detach())
-        best = None
-        if self.best is not None:
-            best = {**self.best, "model": dict(self.best["model"])}
-            best["model"]["user_embed.weight"] = self.full_rows(self.best["model"]["user_embed.weight"])
-        return {
-            "model": model, "optimizer": optimizer, "scaler": self.scaler.state_dict(), "next_epoch": epoch + 1,
-            "history": history, "config": dataclasses.asdict(self.cfg), "world_size": self.d.world_size,
-            "best": best,
-        }  # fmt: skip
-
-    def load_state(self, state: dict) -> None:
-        lo, hi = self.user_lo, self.user_lo + len(self.user_table)
-        model = state["model"]
-        model["user_embed.weight"] = model["user_embed.weight"][lo:hi]
-        self.model.load_state_dict(model)
-        index = self.optimizer.params.index(self.user_table)
-        optimizer = state["optimizer"]
-        for name in ("exp_avg", "exp_avg_sq"):
-            optimizer[name][index] = optimizer[name][index][lo:hi]
-        self.optimizer.load_state_dict(optimizer)
-        self.scaler.load_state_dict(state["scaler"])
-        if state.get("best") is not None:
-            best = state["best"]
-            best["model"]["user_embed.weight"] = best["model"]["user_embed.weight"][lo:hi]
-            self.best = best
-
     def save(self, out: Path, epoch: int, history: list[dict], on_saved=None) -> None:
-        """Checkpoint in the background: the next epoch trains while the state is copied and written.
-
-        The training loop pays only for a snapshot on the device (a copy at memory speed, ordered before
-        the next step); the copy to the host runs on a side stream and the write in a thread. While the
-        previous checkpoint is still being written this one is skipped (a retry then resumes from that
-        one): on fast epochs, writing every epoch would make the disk the bottleneck.
-        """
-        busy = torch.tensor(float(self._saving is not None and self._saving.is_alive()), device=self.d.device)
+        """Checkpoint in the background (models/common/background_checkpoint.py): the next epoch trains
+        while the state is copied and written. While the previous checkpoint is still being written this
+        one is skipped (a retry then resumes from that one): on fast epochs, writing every epoch would
+        make the disk the bottleneck."""
+        busy = torch.tensor(float(self.checkpoints.busy()), device=self.d.device)
         if float(all_reduce_sum(busy)):  # every rank decides alike: the gathers below are collective
             return
-        state = self.state(epoch, history)
-        self.wait_for_save()
-        if not self.d.is_main:
-            return
-        snapshot = _map_tensors(state, lambda t: t.detach().clone())
-        side = torch.cuda.Stream(self.d.device) if self.d.device.type == "cuda" else None
-        if side is not None:
-            side.wait_stream(torch.cuda.current_stream(self.d.device))
-
-        def write() -> None:
-            if side is None:
-                on_host = snapshot
-            else:
-                # Pageable, not pinned: allocating 380 MB of pinned memory stalled the training
-                # loop's launches (epoch 1 took 0.68 s instead of 0.40 on an H200, 2026-12-02).
-                with torch.cuda.stream(side):
-                    on_host = _map_tensors(snapshot, lambda t: t.to("cpu"))
-            save_checkpoint(out, on_host)
-            if on_saved is not None:
-                on_saved(epoch)
-
-        self._saving = threading.Thread(target=write, daemon=False)
-        self._saving.start()
-
-    def wait_for_save(self) -> None:
-        if self._saving is not None:
-            self._saving.join()
-            self._saving = None
-
-
-def _map_tensors(value, fn):
-    """`value` with fn applied to every tensor in its dicts and lists (fresh containers)."""
-    if isinstance(value, torch.Tensor):
-        return fn(value)
-    if isinstance(value, dict):
-        return {k: _map_tensors(v, fn) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_map_tensors(v, fn) for v in value]
-    return value
-
-
-def resume(out: Path, trainer: Trainer) -> tuple[int, list[dict]]:
-    """(first epoch to run, history so far) from `out`'s checkpoint; (0, []) when there is none.
-
-    A checkpoint of another configuration or world size is refused: it would not replay the same run.
-    """
-    state = load_checkpoint(out, trainer.d.device)
-    if state is None:
-        return 0, []
-    if state["world_size"] != trainer.d.world_size or state["config"] != dataclasses.asdict(trainer.cfg):
-        raise SystemExit(f"error: {out} holds a checkpoint of another configuration: use a new --out")
-    trainer.load_state(state)
-    return state["next_epoch"], state["history"]
+        state = run_state(self, epoch, history)
+        if self.d.is_main:
+            self.checkpoints.write(out, state, None if on_saved is None else lambda: on_saved(epoch))
 
 
 def train(cfg: TrainConfig, data_dir: Path, out: Path, d: Dist) -> dict:
@@ -511,8 +387,8 @@ def train(cfg: TrainConfig, data_dir: Path, out: Path, d: Dist) -> dict:
         )
     elif history:
         summary["weights_epoch"] = history[-1]["epoch"]
-    model = trainer.full_model()  # collective
-    trainer.wait_for_save()
+    model = full_model(trainer)  # collective
+    trainer.checkpoints.wait()
     if d.is_main:
         bundle = write_bundle(out / "bundle", model, trainer.model_config, cfg, data_dir, summary)
         summary["bundle"] = str(bundle)
