@@ -3,15 +3,18 @@
 # training samples/s on 1 and N GPUs, and wall time of the whole process to HR@10 TARGET, cold (empty
 # kernel caches, as on a new worker) and warm (a repeat run on the same worker); plus VAE-CF users/s.
 #
-#   bash bench/compare_reference.sh OUT_DIR [N_GPUS]          # on the GPU machine, from the repo root
+#   bash bench/compare_reference.sh [OUT_DIR [N_GPUS]]        # on the GPU machine, from the repo root
+#     (OUT_DIR default: bench/results/<date>-<gpu>[x<N>], e.g. bench/results/2026-12-02-h200)
 #   STAGES="env data check thr bare wall eager thrN wallN profile vae" TARGET=0.85 bash bench/compare_reference.sh ...
 #
 # Needs: the reference copied to .carry/reference (cp -r ../shared/reference/nvidia-ncf-pytorch
 # .carry/reference), pydantic wheels in .whl/ (the GPU image lacks it; `ncflow data` uses it). Writes
 # OUT_DIR/compare.json (bench/compare_summary.py: absolute figures and a `ratios` object) and logs.
 set -u
-OUT=${1:?out dir}; N=${2:-$(nvidia-smi -L | wc -l)}
-STAGES=${STAGES:-"env data check thr bare wall thrN wallN profile vae"}; TARGET=${TARGET:-0.85}
+N=${2:-$(nvidia-smi -L | wc -l)}
+gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1 | awk '{print tolower($NF)}')
+OUT=${1:-bench/results/$(date +%F)-$gpu$([ "$N" -gt 1 ] && echo "x$N")}
+STAGES=${STAGES:-"env data check thr bare wall eager thrN wallN profile vae"}; TARGET=${TARGET:-0.85}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 if [ -d .whl ]; then
