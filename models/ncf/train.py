@@ -5,8 +5,8 @@
     torchrun --nproc-per-node 2 -m models.ncf.train --data DIR --out DIR --device cpu --batch-size 8192
 
 Imports torch, numpy, pyarrow (and CuPy and Triton on GPUs) only: it runs where Prefect is not installed.
-Started again with the same --out, it resumes after the last complete epoch and ends with the same
-weights as a run that was never interrupted. stdout: one JSON object per event; stderr: progress.
+Started again with the same --out, it resumes after the last checkpointed epoch and ends with the
+same weights as a run that was never interrupted. stdout: one JSON object per event; stderr: progress.
 
 Model selection: on data with a validation split (`ncflow data --validation`), each epoch is scored on
 the validation users only (`valid_hr@10`), which drives target_hr, patience and the choice of weights:
