@@ -27,7 +27,7 @@ from models.ncf.kernels import (
 if triton is not None:
     import triton.language as tl
 
-    from models.ncf.kernels import _hash32
+    from models.ncf.kernels import _relu_dropout
 
 GATHER_ROWS = 32
 GRAD_ROWS, GRAD_COLS = 32, 128  # _gather_add_grad_kernel's tile: (users, columns)
@@ -92,13 +92,7 @@ if triton is not None:
         v = tl.load(p_ptr + item[:, None] * W + w[None, :], mask=live, other=0.0).to(tl.float32)
         v += tl.load(hu_ptr + (r // C)[:, None] * W + w[None, :], mask=live, other=0.0).to(tl.float32)
         offs = r[:, None] * W + w[None, :]
-        keep = v > 0
-        if threshold > 0:
-            key = tl.load(key_ptr).to(tl.uint32)
-            base = _hash32(key + salt.to(tl.uint32))
-            h = _hash32(offs.to(tl.uint32) * 0x9E3779B1 + base)
-            keep = keep & ((h >> 8) >= threshold)
-        y = tl.where(keep, v * scale, 0.0)
+        y = _relu_dropout(v, offs, key_ptr, salt, threshold, scale)
         tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=live)
 
     @triton.jit

@@ -116,18 +116,24 @@ if triton is not None:
         return x ^ (x >> 16)
 
     @triton.jit
-    def _relu_dropout_kernel(x_ptr, y_ptr, key_ptr, n, salt, threshold, scale, BLOCK: tl.constexpr):
-        """y = dropout(relu(x)), flattened: every layer width shares one binary."""
-        offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-        inside = offs < n
-        v = tl.load(x_ptr + offs, mask=inside, other=0.0).to(tl.float32)
+    def _relu_dropout(v, offs, key_ptr, salt, threshold, scale):
+        """dropout(relu(v)) in fp32, element `offs` of the flat layer: the mask every kernel shares
+        (keep_mask, bit for bit)."""
         keep = v > 0
         if threshold > 0:
             key = tl.load(key_ptr).to(tl.uint32)
             base = _hash32(key + salt.to(tl.uint32))
             h = _hash32(offs.to(tl.uint32) * 0x9E3779B1 + base)
             keep = keep & ((h >> 8) >= threshold)
-        y = tl.where(keep, v * scale, 0.0)
+        return tl.where(keep, v * scale, 0.0)
+
+    @triton.jit
+    def _relu_dropout_kernel(x_ptr, y_ptr, key_ptr, n, salt, threshold, scale, BLOCK: tl.constexpr):
+        """y = dropout(relu(x)), flattened: every layer width shares one binary."""
+        offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+        inside = offs < n
+        v = tl.load(x_ptr + offs, mask=inside, other=0.0).to(tl.float32)
+        y = _relu_dropout(v, offs, key_ptr, salt, threshold, scale)
         tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=inside)
 
     @triton.jit
