@@ -7,11 +7,11 @@ holds what they share (Triton's import, the dropout hash) and the dropout ops; t
 models/ncf/gather_kernels.py (embedding gathers, layer 0 from per-item rows) and models/ncf/gmf_kernel.py
 (the GMF branch); full ranking's scorer is models/ncf/score_kernel.py.
 
-- `linear_relu_dropout` / `relu_dropout`: ReLU then dropout, with the mask drawn from a counter-based
-  hash of (step key, layer, element). The backward needs no mask at all: an element has a gradient
-  exactly when its output is nonzero (kept and positive), so backward reads the output it saved for the
-  next layer anyway. Nothing is recomputed (the compiler re-ran Philox in the backward: 35% of the
-  step). `linear_relu_dropout`'s backward also sums the bias gradient in the same pass.
+- `linear_relu_dropout`: a linear layer, then ReLU and dropout, with the mask drawn from a
+  counter-based hash of (step key, layer, element). The backward needs no mask at all: an element has
+  a gradient exactly when its output is nonzero (kept and positive), so backward reads the output it
+  saved for the next layer anyway. Nothing is recomputed (the compiler re-ran Philox in the backward:
+  35% of the step). The same pass also sums the bias gradient.
 
 Each op has one torch twin that computes the same function on any device (masks bit for bit: the same
 hash; values up to fp32 summation order and bf16 rounding), used on CPUs and in CI, and checked
@@ -100,7 +100,7 @@ def relu_dropout_twin(x: Tensor, key: Tensor, layer: int, p: float, extra: Tenso
 
 
 def masked_grad_twin(dy: Tensor, y: Tensor, scale: float) -> Tensor:
-    """The backward of relu_dropout: dy * scale where the output was nonzero."""
+    """The backward of ReLU then dropout: dy * scale where the output was nonzero."""
     return torch.where(y != 0, dy.float() * scale, torch.zeros((), device=y.device)).to(y.dtype)
 
 
@@ -137,16 +137,6 @@ if triton is not None:
         tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=inside)
 
     @triton.jit
-    def _masked_grad_kernel(dy_ptr, y_ptr, dx_ptr, n, scale, BLOCK: tl.constexpr):
-        """dx = dy * scale where the output was nonzero: ReLU's and dropout's masks at once."""
-        offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-        inside = offs < n
-        y = tl.load(y_ptr + offs, mask=inside, other=0.0)
-        dy = tl.load(dy_ptr + offs, mask=inside, other=0.0).to(tl.float32)
-        dx = tl.where(y != 0, dy * scale, 0.0)
-        tl.store(dx_ptr + offs, dx.to(dx_ptr.dtype.element_ty), mask=inside)
-
-    @triton.jit
     def _masked_grad_colsum_kernel(
         dy_ptr, y_ptr, dx_ptr, bias_grad_ptr, rows, cols, scale, BR: tl.constexpr, BC: tl.constexpr
     ):
@@ -173,36 +163,6 @@ def _launch_relu_dropout(x: Tensor, key: Tensor, layer: int, p: float) -> Tensor
         x, y, key, n, layer_salt(layer), threshold, scale, BLOCK=ELEMENTWISE_BLOCK, num_warps=8
     )
     return y
-
-
-def _launch_masked_grad(dy: Tensor, y: Tensor, scale: float) -> Tensor:
-    dx = torch.empty_like(y)
-    n = y.numel()
-    _masked_grad_kernel[(triton.cdiv(n, ELEMENTWISE_BLOCK),)](
-        dy.contiguous(), y, dx, n, scale, BLOCK=ELEMENTWISE_BLOCK, num_warps=8
-    )
-    return dx
-
-
-class _ReluDropout(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x: Tensor, key: Tensor, layer: int, p: float) -> Tensor:
-        x = x.contiguous()
-        y = _launch_relu_dropout(x, key, layer, p) if use_triton(x) else relu_dropout_twin(x, key, layer, p)
-        ctx.save_for_backward(y)
-        ctx.scale = dropout_threshold(p)[1]
-        return y
-
-    @staticmethod
-    def backward(ctx, dy: Tensor):
-        (y,) = ctx.saved_tensors
-        dx = _launch_masked_grad(dy, y, ctx.scale) if use_triton(y) else masked_grad_twin(dy, y, ctx.scale)
-        return dx, None, None, None
-
-
-def relu_dropout(x: Tensor, key: Tensor, layer: int, p: float, training: bool) -> Tensor:
-    """dropout(relu(x)) with the mask of (key, layer); relu alone when not training or p == 0."""
-    return _ReluDropout.apply(x, key, layer, p if training else 0.0)
 
 
 def _launch_masked_grad_colsum(dy: Tensor, y: Tensor, scale: float) -> tuple[Tensor, Tensor]:
