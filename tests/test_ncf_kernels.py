@@ -8,14 +8,9 @@ is the same, else within fp32 summation order and bf16 rounding.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
-import pytest
 import torch
 import torch.nn.functional as F
+from triton_interpreter import run_interpreted
 
 from models.ncf.gather_kernels import gather_add_relu_dropout, gather_rows, gather_split
 from models.ncf.gmf_kernel import gmf_logit
@@ -25,8 +20,6 @@ from models.ncf.kernels import (
     linear_relu_dropout,
     relu_dropout_twin,
 )
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def identity_layer(width: int) -> torch.nn.Linear:
@@ -256,10 +249,4 @@ print("kernels match their twins")
 
 
 def test_triton_kernels_equal_their_twins_under_the_interpreter() -> None:
-    pytest.importorskip("triton")
-    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(REPO)}
-    done = subprocess.run(
-        [sys.executable, "-c", INTERPRETED], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "kernels match their twins" in done.stdout
+    run_interpreted(INTERPRETED, "kernels match their twins")

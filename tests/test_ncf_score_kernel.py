@@ -7,18 +7,12 @@ bench/fused_score_check.py compares the kernel with the GEMM path at ml-20m's sh
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import torch
+from triton_interpreter import run_interpreted
 
 from models.ncf.model import NeuMF, NeuMFConfig
 from models.ncf.score_kernel import mlp_scores_supported
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def spread_model(layers: tuple[int, ...], users: int = 20, items: int = 50, mf: int = 16) -> NeuMF:
@@ -122,13 +116,7 @@ print("fused scorer matches")
 
 
 def test_fused_score_kernel_matches_its_twin_and_the_gemm_path_under_the_interpreter() -> None:
-    pytest.importorskip("triton")
-    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(REPO)}
-    done = subprocess.run(
-        [sys.executable, "-c", INTERPRETED], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "fused scorer matches" in done.stdout
+    run_interpreted(INTERPRETED, "fused scorer matches")
 
 
 def test_full_rank_chunk_sizes_by_what_the_scorer_holds() -> None:
