@@ -57,11 +57,16 @@ def trainer_state(trainer, epoch: int, history: list[dict]) -> dict[str, Any]:
 
 
 def resume(
-    out: Path, trainer, same_config: Callable[[dict, Any], bool] | None = None
+    out: Path,
+    trainer,
+    same_config: Callable[[dict, Any], bool] | None = None,
+    load: Callable[[Any, dict], None] | None = None,
 ) -> tuple[int, list[dict]]:
     """(first epoch to run, history so far) from `out`'s checkpoint; (0, []) when there is none.
 
     A checkpoint of another configuration or world size is refused: it would not replay the same run.
+    `load` puts the state into the trainer (default: model, optimizer, scaler and best weights as saved
+    by trainer_state; a trainer with sharded state brings its own).
     """
     state = load_checkpoint(out, trainer.d.device)
     if state is None:
@@ -73,9 +78,14 @@ def resume(
     )
     if state["world_size"] != trainer.d.world_size or not same:
         raise SystemExit(f"error: {out} holds a checkpoint of another configuration: use a new --out")
+    (load or load_trainer_state)(trainer, state)
+    return state["next_epoch"], state["history"]
+
+
+def load_trainer_state(trainer, state: dict[str, Any]) -> None:
+    """Put a trainer_state back."""
     trainer.model.load_state_dict(state["model"])
     trainer.optimizer.load_state_dict(state["optimizer"])
     trainer.scaler.load_state_dict(state["scaler"])
     if state.get("best") is not None:
         trainer.best = state["best"]
-    return state["next_epoch"], state["history"]

@@ -2,20 +2,18 @@
 gathered from every rank's rows (for the bundle and checkpoints), and a checkpoint put back.
 
 Users are sharded, not replicated (models/ncf/train.py): rank r keeps only its users' rows of the user
-table and of its Adam state. A checkpoint holds every row, so it resumes on the same world size and
-replays the same run; one of another configuration or world size is refused.
+table and of its Adam state. A checkpoint holds every row; models/common/checkpoint.resume refuses one
+of another configuration or world size and hands the state to load_run_state.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 import torch.distributed as dist
 
-from models.common.checkpoint import load_checkpoint
 from models.ncf.model import NeuMF
 
 if TYPE_CHECKING:
@@ -95,17 +93,3 @@ def load_run_state(trainer: Trainer, state: dict) -> None:
         best = state["best"]
         best["model"]["user_embed.weight"] = best["model"]["user_embed.weight"][lo:hi]
         trainer.best = best
-
-
-def resume(out: Path, trainer: Trainer) -> tuple[int, list[dict]]:
-    """(first epoch to run, history so far) from `out`'s checkpoint; (0, []) when there is none.
-
-    A checkpoint of another configuration or world size is refused: it would not replay the same run.
-    """
-    state = load_checkpoint(out, trainer.d.device)
-    if state is None:
-        return 0, []
-    if state["world_size"] != trainer.d.world_size or state["config"] != dataclasses.asdict(trainer.cfg):
-        raise SystemExit(f"error: {out} holds a checkpoint of another configuration: use a new --out")
-    load_run_state(trainer, state)
-    return state["next_epoch"], state["history"]

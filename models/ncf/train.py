@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from models.common.adam import FusedAdam
 from models.common.background_checkpoint import BackgroundCheckpoint
 from models.common.batching import even_batches
+from models.common.checkpoint import resume
 from models.common.distributed import Dist, all_reduce_sum, sync
 from models.common.entrypoint import exit_now, run_trainer
 from models.common.events import Events, process_age, rate
@@ -52,7 +53,7 @@ from models.ncf.bundle import write_bundle
 from models.ncf.data import NCFData, load_ncf_data
 from models.ncf.evaluate import candidate_sums, chunk_sums
 from models.ncf.model import NeuMF, NeuMFConfig
-from models.ncf.run_state import full_model, resume, run_state, user_shards
+from models.ncf.run_state import full_model, load_run_state, run_state, user_shards
 from models.ncf.sampler import draw_negatives, permutation
 from models.ncf.selection import stop_reason, summarize
 from ncflow.rng import stream_key
@@ -313,7 +314,7 @@ def train(cfg: TrainConfig, data_dir: Path, out: Path, d: Dist) -> dict:
     trainer = Trainer(cfg, data, d, precision)
     sync(d.device)
     phases["model_built"] = process_age()
-    start_epoch, history = resume(out, trainer)
+    start_epoch, history = resume(out, trainer, load=load_run_state)
     if start_epoch:
         events.emit("resume", epoch=start_epoch)
     events.emit(
