@@ -8,12 +8,12 @@ of another configuration or world size and hands the state to load_run_state.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import TYPE_CHECKING
 
 import torch
 import torch.distributed as dist
 
+from models.common.checkpoint import trainer_state
 from models.ncf.model import NeuMF
 
 if TYPE_CHECKING:
@@ -59,22 +59,18 @@ def full_model(trainer: Trainer) -> NeuMF:
 
 
 def run_state(trainer: Trainer, epoch: int, history: list[dict]) -> dict:
-    """Everything that resumes this run, with the user rows of every rank (collective)."""
+    """Everything that resumes this run (trainer_state's), with the user rows of every rank (collective)."""
+    state = trainer_state(trainer, epoch, history)  # fresh dicts and lists: edits leave the live state alone
     index = trainer.optimizer.params.index(trainer.user_table)
-    optimizer = trainer.optimizer.state_dict()  # fresh lists: editing them leaves the live state alone
     for name in ("exp_avg", "exp_avg_sq"):
-        optimizer[name][index] = full_rows(trainer, optimizer[name][index])
-    model = trainer.model.state_dict()
-    model["user_embed.weight"] = full_rows(trainer, trainer.user_table.detach())
-    best = None
-    if trainer.best is not None:
-        best = {**trainer.best, "model": dict(trainer.best["model"])}
-        best["model"]["user_embed.weight"] = full_rows(trainer, trainer.best["model"]["user_embed.weight"])
-    return {
-        "model": model, "optimizer": optimizer, "scaler": trainer.scaler.state_dict(), "next_epoch": epoch + 1,
-        "history": history, "config": dataclasses.asdict(trainer.cfg), "world_size": trainer.d.world_size,
-        "best": best,
-    }  # fmt: skip
+        state["optimizer"][name][index] = full_rows(trainer, state["optimizer"][name][index])
+    state["model"]["user_embed.weight"] = full_rows(trainer, trainer.user_table.detach())
+    if state["best"] is not None:  # a copy: the kept weights stay this rank's rows
+        state["best"] = {**state["best"], "model": dict(state["best"]["model"])}
+        state["best"]["model"]["user_embed.weight"] = full_rows(
+            trainer, state["best"]["model"]["user_embed.weight"]
+        )
+    return state
 
 
 def load_run_state(trainer: Trainer, state: dict) -> None:
