@@ -1,0 +1,121 @@
+"""`ncflow recommend`: top-k items from a registered model, for one user (NCF), for a new user's items
+(VAE-CF fold-in), or for every user (`--all`, ncflow/cli/recommend_all.py)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ncflow.cli import recommend_all
+from ncflow.cli.data import DEFAULT_DATA_DIR
+from ncflow.errors import NcflowError
+
+
+def item_ids(text: str) -> list[int]:
+    try:
+        ids = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected item ids separated by commas, e.g. 1,32,260"
+        ) from None
+    if not ids:
+        raise argparse.ArgumentTypeError("no item ids given")
+    return ids
+
+
+def champion_dataset(registry_dir: Path, model: str) -> str:
+    """The dataset when --dataset is left out: the only one with a `model` champion in the registry."""
+    from ncflow import registry
+
+    found = sorted(
+        p.name
+        for p in registry.model_dir(registry_dir, model, "").glob("*")
+        if (p / registry.CHAMPION).is_file()
+    )
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise NcflowError(
+            f"no {model} champion in {registry_dir}: train one with `ncflow train {model} --dataset NAME`"
+        )
+    raise NcflowError(f"{model} champions exist for {', '.join(found)}: choose one with --dataset")
+
+
+def run(args: argparse.Namespace) -> None:
+    from ncflow import registry
+    from ncflow.data.sources import dataset_label
+
+    if args.k <= 0:
+        raise NcflowError(f"-k must be at least 1, got {args.k}")
+    registry_dir = Path(args.registry_dir)
+    dataset = dataset_label(args.dataset) if args.dataset else champion_dataset(registry_dir, args.model)
+    if args.all:
+        recommend_all.run(args, dataset)
+        return
+    if args.out is not None:
+        raise NcflowError("--out is for --all (every user); one user's answer is printed")
+    if args.model == "ncf":
+        if args.user is None:
+            raise NcflowError(
+                "--model ncf recommends for a known user: give --user ID (or use --model vae-cf --items)"
+            )
+        if args.items is not None:
+            raise NcflowError("--items is fold-in, for --model vae-cf; ncf takes --user")
+    elif args.items is None:
+        raise NcflowError(f"--model {args.model} folds in a user's items: give --items ID,ID,...")
+    elif args.user is not None:
+        raise NcflowError(f"--model {args.model} takes --items (the user's liked items), not --user")
+    path = registry.resolve(registry_dir, args.model, dataset, args.version)
+    if args.model == "ncf":
+        from models.ncf.bundle import load_bundle, recommend
+
+        try:
+            items = recommend(load_bundle(path), args.user, args.k)
+        except KeyError as err:
+            raise NcflowError(str(err.args[0])) from None
+        who, asked = f"user {args.user}", {"user": args.user}
+    else:
+        import warnings
+
+        from models.vaecf.bundle import load_bundle, recommend_foldin
+
+        bundle = load_bundle(path)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                items = recommend_foldin(bundle, args.items, args.k)
+            except ValueError as err:
+                raise NcflowError(str(err)) from None
+        for warning in caught:
+            print(f"ncflow: warning: {warning.message}", file=sys.stderr)
+        known = sum(1 for i in args.items if i in bundle.item_index)
+        who, asked = f"a new user with {known} known item(s)", {"given_items": args.items}
+    if args.json:
+        print(json.dumps({**asked, "model": str(path), "items": items}))
+        return
+    print(f"{who}, {args.model} {path}")
+    for rank, item in enumerate(items, 1):
+        print(f"{rank:3d}  {item['item']:>8}  {item['score']:8.3f}  {item['title'] or ''}")
+
+
+def add_parser(sub) -> None:
+    from ncflow.specs import SPECS
+
+    rec = sub.add_parser(
+        "recommend", help="top-k items from the registry's champion, for a user or for given items"
+    )
+    rec.add_argument("--dataset", help="the model's dataset (default: the only one with a champion)")
+    rec.add_argument("--user", type=int, help="ncf: an original user id")
+    rec.add_argument(
+        "--items", type=item_ids, help="vae-cf: a new user's liked items, original ids: 1,32,260"
+    )
+    rec.add_argument("-k", type=int, default=10)
+    rec.add_argument("--model", default="ncf", choices=list(SPECS))
+    rec.add_argument("--version", default="champion", help="champion | latest | N")
+    rec.add_argument("--registry-dir", default="registry")
+    rec.add_argument("--json", action="store_true", help="one JSON object instead of a table")
+    rec.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR), help="--all, vae-cf: the processed data")
+    recommend_all.add_arguments(rec)
+    rec.set_defaults(func=run)
