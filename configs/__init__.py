@@ -7,12 +7,13 @@ frozen dataclass config in `models/<name>/`.
 
 from __future__ import annotations
 
+import datetime as dt
 from functools import cache
 from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ncflow.errors import NcflowError
 
@@ -32,7 +33,7 @@ class DatasetSpec(Strict):
 
 
 class Columns(Strict):
-    """Column names of a local interactions file (CSV with a header, or Parquet)."""
+    """Column names of a user's own log (CSV with a header, Parquet, a PostgreSQL table or query)."""
 
     user: str = "user"
     item: str = "item"
@@ -58,6 +59,15 @@ class PreprocessConfig(Strict):
     heldout_fraction_cap: float = Field(default=0.1, gt=0, lt=0.5)  # at most this share of users each
     foldin_fraction: float = Field(default=0.8, gt=0, lt=1)
     columns: Columns = Columns()
+    # The time window [since, until), 00:00 UTC: retraining on the latest weeks, or backfilling a past date
+    since: dt.date | None = None
+    until: dt.date | None = None
+
+    @model_validator(mode="after")
+    def _window_in_order(self) -> PreprocessConfig:
+        if self.since is not None and self.until is not None and self.since >= self.until:
+            raise ValueError(f"since ({self.since}) must be before until ({self.until})")
+        return self
 
 
 @cache

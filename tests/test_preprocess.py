@@ -17,9 +17,11 @@ import pytest
 
 from configs import Columns, PreprocessConfig, dataset_spec
 from ncflow.cli import main as cli
+from ncflow.data.interactions import to_interactions
+from ncflow.data.log_files import read_log
 from ncflow.data.ncf_split import ncf_split
 from ncflow.data.preprocess import preprocess
-from ncflow.data.readers import read_interactions_file, read_movielens
+from ncflow.data.readers import read_movielens
 from ncflow.data.vae_split import vae_split
 from ncflow.errors import NcflowError
 
@@ -46,7 +48,9 @@ def write_format(folder: Path, fmt: str) -> Path:
     ("dataset", "fmt"), [("ml-100k", "ml-100k"), ("ml-1m", "ml-1m"), ("ml-20m", "ml-csv")]
 )
 def test_each_movielens_format_is_parsed(tmp_path: Path, dataset: str, fmt: str) -> None:
-    got = read_movielens(write_format(tmp_path / "nested" / dataset, fmt), dataset_spec(dataset))
+    got = to_interactions(
+        read_movielens(write_format(tmp_path / "nested" / dataset, fmt), dataset_spec(dataset))
+    )
     expected = np.array(ROWS)
     assert np.array_equal(got.user, expected[:, 0]) and np.array_equal(got.item, expected[:, 1])
     ratings = expected[:, 2] if fmt == "ml-csv" else expected[:, 2].astype(int)
@@ -154,19 +158,25 @@ def test_cli_reports_the_ml100k_counts_from_a_local_folder(tmp_path: Path, capsy
 def test_local_files_with_custom_columns(tmp_path: Path) -> None:
     path = tmp_path / "events.csv"
     path.write_text("who,what,when\n" + "".join(f"{u},{i},{t}\n" for u, i, _, t in ROWS))
-    got = read_interactions_file(path, Columns(user="who", item="what", timestamp="when"))
-    assert got.user.tolist() == [r[0] for r in ROWS] and got.rating.tolist() == [1.0] * len(ROWS)
+    got = read_log(path, Columns(user="who", item="what", timestamp="when")).table
+    assert got.column("user").to_pylist() == [r[0] for r in ROWS]
+    assert got.column("rating").to_pylist() == [1.0] * len(ROWS)
 
 
 @pytest.mark.parametrize(
     ("text", "message"),
     [
         ("user,thing\n1,2\n", r"lacks column\(s\) item"),
-        ("user,item\n1,2\nu7,3\n", "column 'user' of .* must hold integers; found 'u7'"),
+        ("user,item\n1,2\n1.5,3\n", "column 'user' of .* holds numbers that are not whole"),
+        ("user,item\n1,2\n,3\n", "has empty fields in its user column"),
+        (
+            "user,item\ntrue,2\nfalse,3\n",
+            "column 'user' of .* has type bool: ids must be integers or strings",
+        ),
         ("", "is empty"),
         ("user,item\n", "holds no interactions"),
     ],
-    ids=["missing column", "non-numeric id", "empty file", "header only"],
+    ids=["missing column", "fractional id", "missing id", "boolean id", "empty file", "header only"],
 )
 def test_bad_local_files_give_one_clear_error_and_no_output(
     tmp_path: Path, capsys, text: str, message: str

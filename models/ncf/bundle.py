@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 import torch
 from safetensors.torch import load_file, save_file
 
+from models.common.ids import as_id
 from models.common.parquet import read_table
 from models.ncf.model import NeuMF, NeuMFConfig
 from ncflow.atomic import atomic_dir, atomic_file
@@ -80,8 +81,9 @@ class Bundle:
     config: dict
     metrics: dict
     data: dict
-    user_index: dict[int, int]  # original user id -> index
-    item_ids: np.ndarray  # index -> original item id
+    user_ids: np.ndarray  # index -> original user id (int64, or object holding strings, as the source had them)
+    user_index: dict[int | str, int]  # original user id -> index
+    item_ids: np.ndarray  # index -> original item id (int64, or object holding strings)
     titles: list[str | None]
     seen: pa.ListArray  # row u: the item indices user u trained on
 
@@ -102,16 +104,18 @@ def load_bundle(path: Path, device: str | torch.device = "cpu") -> Bundle:
         config=config,
         metrics=json.loads((path / "metrics.json").read_text()),
         data=json.loads((path / "data.json").read_text()),
-        user_index={int(u): i for i, u in enumerate(users.column("id").to_pylist())},
-        item_ids=items.column("id").to_numpy(),
+        user_ids=users.column("id").to_numpy(zero_copy_only=False),
+        user_index={u: i for i, u in enumerate(users.column("id").to_pylist())},
+        item_ids=items.column("id").to_numpy(zero_copy_only=False),
         titles=items.column("title").to_pylist(),
         seen=read_table(path / "seen.parquet").column("items").combine_chunks(),
     )
 
 
 @torch.no_grad()
-def recommend(bundle: Bundle, user_id: int, k: int = 10) -> list[dict]:
+def recommend(bundle: Bundle, user_id: int | str, k: int = 10) -> list[dict]:
     """The top-k items (original ids, titles, scores) for an original user id, minus items it has."""
+    user_id = as_id(user_id, bundle.user_index)
     if user_id not in bundle.user_index:
         raise KeyError(f"user {user_id} is not in this model's training data")
     index = bundle.user_index[user_id]
@@ -125,7 +129,8 @@ def recommend(bundle: Bundle, user_id: int, k: int = 10) -> list[dict]:
     )
     scores[seen] = -torch.inf
     top = torch.topk(scores, min(k, n_items - len(seen)))
+    indices = top.indices.tolist()
     return [
-        {"item": int(bundle.item_ids[i]), "title": bundle.titles[i], "score": float(s)}
-        for s, i in zip(top.values.tolist(), top.indices.tolist(), strict=True)
+        {"item": item, "title": bundle.titles[i], "score": float(s)}
+        for s, i, item in zip(top.values.tolist(), indices, bundle.item_ids[indices].tolist(), strict=True)
     ]

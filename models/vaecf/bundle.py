@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from models.common.ids import as_id
 from models.common.parquet import read_table
 from models.vaecf.model import MultVAE, VAEConfig
 from ncflow.atomic import atomic_dir
@@ -48,8 +49,8 @@ class Bundle:
     config: dict
     metrics: dict
     data: dict
-    item_index: dict[int, int]  # original item id -> index
-    item_ids: np.ndarray  # index -> original item id
+    item_index: dict[int | str, int]  # original item id (int64 or string) -> index
+    item_ids: np.ndarray  # index -> original item id (int64, or object holding strings)
     titles: list[str | None]
 
 
@@ -64,27 +65,28 @@ def load_bundle(path: Path, device: str | torch.device = "cpu") -> Bundle:
     model.load_state_dict(load_file(str(path / "model.safetensors")))
     model.to(device).eval()
     items = read_table(path / "items.parquet")
-    item_ids = items.column("id").to_numpy()
+    item_ids = items.column("id").to_numpy(zero_copy_only=False)
     return Bundle(
         model=model,
         config=config,
         metrics=json.loads((path / "metrics.json").read_text()),
         data=json.loads((path / "data.json").read_text()),
-        item_index={int(item): index for index, item in enumerate(item_ids.tolist())},
+        item_index={item: index for index, item in enumerate(item_ids.tolist())},
         item_ids=item_ids,
         titles=items.column("title").to_pylist(),
     )
 
 
 @torch.no_grad()
-def recommend_foldin(bundle: Bundle, item_ids: list[int], k: int = 10) -> list[dict]:
+def recommend_foldin(bundle: Bundle, item_ids: list[int | str], k: int = 10) -> list[dict]:
     """Top-k items (original id, title, score) for a user who liked `item_ids` (original ids).
 
     Ids the model has never seen are ignored (a warning gives their count); the liked items themselves
     are never recommended. Scores are logits: higher is better, comparable within one call.
     """
-    known = sorted({bundle.item_index[int(i)] for i in item_ids if int(i) in bundle.item_index})
-    unknown = sum(1 for i in item_ids if int(i) not in bundle.item_index)
+    keys = [as_id(i, bundle.item_index) for i in item_ids]
+    known = sorted({bundle.item_index[key] for key in keys if key in bundle.item_index})
+    unknown = sum(1 for key in keys if key not in bundle.item_index)
     if not known:
         raise ValueError(f"none of the {len(item_ids)} item ids is known to this model: nothing to fold in")
     if unknown:
@@ -100,7 +102,8 @@ def recommend_foldin(bundle: Bundle, item_ids: list[int], k: int = 10) -> list[d
     scores = model.decode(mu)[0].float()  # (items,)
     scores[indices] = -torch.inf
     top = torch.topk(scores, min(k, len(bundle.item_ids) - len(known)))
+    indices = top.indices.tolist()
     return [
-        {"item": int(bundle.item_ids[i]), "title": bundle.titles[i], "score": float(s)}
-        for s, i in zip(top.values.tolist(), top.indices.tolist(), strict=True)
+        {"item": item, "title": bundle.titles[i], "score": float(s)}
+        for s, i, item in zip(top.values.tolist(), indices, bundle.item_ids[indices].tolist(), strict=True)
     ]

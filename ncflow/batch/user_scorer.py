@@ -30,8 +30,8 @@ VAE_USERS_PER_CHUNK = 4096  # Mult-VAE: one (chunk x items) logits matrix per st
 class UserScorer:
     """Everything one worker needs to score users [0, n_users) of one model."""
 
-    user_ids: np.ndarray  # (U,) original ids; user index u is row u of `seen` and of the output
-    item_ids: np.ndarray  # (I,) index -> original id
+    user_ids: np.ndarray  # (U,) original ids (int64, or object holding strings); user u is row u of `seen`
+    item_ids: np.ndarray  # (I,) index -> original id (int64, or object holding strings)
     seen: CSR  # row u: user u's items that are never recommended, on the scoring device
     score_fn: ScoreFn  # user indices (a contiguous range) -> (U, items) scores
     chunk: int  # users per forward pass
@@ -45,13 +45,13 @@ class UserScorer:
     def n_items(self) -> int:
         return len(self.item_ids)
 
-    def max_seen(self) -> tuple[int, int]:
+    def max_seen(self) -> tuple[int, int | str]:
         """(the largest seen-item count, the original id of a user who has it)."""
         counts = np.diff(self.seen.indptr_host)
         if not len(counts):
             return 0, -1
         worst = int(np.argmax(counts))
-        return int(counts[worst]), int(self.user_ids[worst])
+        return int(counts[worst]), self.user_ids[worst : worst + 1].tolist()[0]
 
     @torch.no_grad()
     def top_k(self, lo: int, hi: int, k: int) -> pa.Table:
@@ -72,17 +72,22 @@ class UserScorer:
         top = np.concatenate(items)
         short = np.flatnonzero((top < 0).any(axis=1))
         if len(short):
-            user = int(self.user_ids[lo + short[0]])
+            user = self.user_ids[lo + short[:1]].tolist()[0]
             raise ValueError(f"user {user} has fewer than {k} unseen items: no padding is written")
         n = hi - lo
         return pa.table(
             {
-                "user_id": pa.array(np.repeat(self.user_ids[lo:hi].astype(np.int64), k)),
+                "user_id": id_array(np.repeat(self.user_ids[lo:hi], k)),
                 "rank": pa.array(np.tile(np.arange(1, k + 1, dtype=np.int32), n)),
-                "item_id": pa.array(self.item_ids[top.reshape(-1)].astype(np.int64)),
+                "item_id": id_array(self.item_ids[top.reshape(-1)]),
                 "score": pa.array(np.concatenate(scores).reshape(-1)),
             }
         )
+
+
+def id_array(ids: np.ndarray) -> pa.Array:
+    """Original ids as an Arrow column: int64, or strings (an object array of str)."""
+    return pa.array(ids, pa.string() if ids.dtype == object else pa.int64())
 
 
 def pick_device(device: str) -> torch.device:
@@ -103,10 +108,8 @@ def ncf_user_scorer(bundle_dir: Path, device: str = "auto", precision: str = "au
     resolved = resolve_precision(precision, where)
     offsets = bundle.seen.offsets.to_numpy().astype(np.int64)
     seen = bundle.seen.values.to_numpy(zero_copy_only=False)
-    users = np.empty(len(bundle.user_index), dtype=np.int64)
-    users[list(bundle.user_index.values())] = list(bundle.user_index.keys())
     return UserScorer(
-        user_ids=users,
+        user_ids=bundle.user_ids,
         item_ids=bundle.item_ids,
         seen=CSR.from_numpy(offsets - offsets[0], seen[offsets[0] : offsets[-1]], where),
         score_fn=ncf_scorer(model, resolved),
@@ -126,13 +129,13 @@ def vaecf_user_scorer(
 
     where = pick_device(device)
     bundle = load_bundle(bundle_dir, where)
-    rows: dict[int, np.ndarray] = {}
+    rows: dict[int | str, np.ndarray] = {}
     for name in SPLITS:  # train, then each held-out user's fold-in and target rows
         indptr, indices, user_ids = read_csr(Path(data_dir) / f"{name}.parquet")
         for r, user in enumerate(user_ids.tolist()):
             part = indices[indptr[r] : indptr[r + 1]]
             rows[user] = part if user not in rows else np.union1d(rows[user], part)
-    users = np.array(sorted(rows), dtype=np.int64)
+    users = np.array(sorted(rows), dtype=np.int64 if all(isinstance(u, int) for u in rows) else object)
     counts = np.array([len(rows[u]) for u in users.tolist()], dtype=np.int64)
     indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     items = np.concatenate([np.sort(rows[u]) for u in users.tolist()]) if len(users) else np.empty(0)

@@ -13,15 +13,13 @@ from ncflow.cli.data import DEFAULT_DATA_DIR
 from ncflow.errors import NcflowError
 
 
-def item_ids(text: str) -> list[int]:
-    try:
-        ids = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r}: expected item ids separated by commas, e.g. 1,32,260"
-        ) from None
+def item_ids(text: str) -> list[str]:
+    """Original item ids separated by commas, as the model's data has them: 1,32,260 or SKU-1,SKU-7."""
+    ids = [part.strip() for part in text.split(",") if part.strip()]
     if not ids:
-        raise argparse.ArgumentTypeError("no item ids given")
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: no item ids given (ids separated by commas, e.g. 1,32,260)"
+        )
     return ids
 
 
@@ -69,16 +67,20 @@ def run(args: argparse.Namespace) -> None:
         raise NcflowError(f"--model {args.model} takes --items (the user's liked items), not --user")
     path = registry.resolve(registry_dir, args.model, dataset, args.version)
     if args.model == "ncf":
+        from models.common.ids import as_id
         from models.ncf.bundle import load_bundle, recommend
 
+        bundle = load_bundle(path)
+        user = as_id(args.user, bundle.user_index)
         try:
-            items = recommend(load_bundle(path), args.user, args.k)
+            items = recommend(bundle, user, args.k)
         except KeyError as err:
             raise NcflowError(str(err.args[0])) from None
-        who, asked = f"user {args.user}", {"user": args.user}
+        who, asked = f"user {user}", {"user": user}
     else:
         import warnings
 
+        from models.common.ids import as_id
         from models.vaecf.bundle import load_bundle, recommend_foldin
 
         bundle = load_bundle(path)
@@ -90,14 +92,15 @@ def run(args: argparse.Namespace) -> None:
                 raise NcflowError(str(err)) from None
         for warning in caught:
             print(f"ncflow: warning: {warning.message}", file=sys.stderr)
-        known = sum(1 for i in args.items if i in bundle.item_index)
-        who, asked = f"a new user with {known} known item(s)", {"given_items": args.items}
+        given = [as_id(i, bundle.item_index) for i in args.items]
+        known = sum(1 for i in given if i in bundle.item_index)
+        who, asked = f"a new user with {known} known item(s)", {"given_items": given}
     if args.json:
         print(json.dumps({**asked, "model": str(path), "items": items}))
         return
     print(f"{who}, {args.model} {path}")
     for rank, item in enumerate(items, 1):
-        print(f"{rank:3d}  {item['item']:>8}  {item['score']:8.3f}  {item['title'] or ''}")
+        print(f"{rank:3d}  {str(item['item']):>8}  {item['score']:8.3f}  {item['title'] or ''}")
 
 
 def add_parser(sub) -> None:
@@ -107,9 +110,11 @@ def add_parser(sub) -> None:
         "recommend", help="top-k items from the registry's champion, for a user or for given items"
     )
     rec.add_argument("--dataset", help="the model's dataset (default: the only one with a champion)")
-    rec.add_argument("--user", type=int, help="ncf: an original user id")
+    rec.add_argument("--user", help="ncf: an original user id (a number or a string, as in your data)")
     rec.add_argument(
-        "--items", type=item_ids, help="vae-cf: a new user's liked items, original ids: 1,32,260"
+        "--items",
+        type=item_ids,
+        help="vae-cf: a new user's liked items, original ids: 1,32,260 or SKU-1,SKU-7",
     )
     rec.add_argument("-k", type=int, default=10)
     rec.add_argument("--model", default="ncf", choices=list(SPECS))

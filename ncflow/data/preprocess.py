@@ -6,7 +6,7 @@ never be mistaken for an old result. It is written to a temporary folder and ren
 
     processed/<dataset>-<protocol>-<hash>/
       manifest.json      counts, source checksum, config, seconds per stage
-      users.parquet      index -> original user id            (ncf)
+      users.parquet      index -> original user id (int64 or string, as the source has it)   (ncf)
       items.parquet      index -> original item id, title
       train.parquet      user, item                            (ncf: sorted by user, item)
       test.parquet       user, item, negatives[K]              (ncf)
@@ -30,8 +30,10 @@ import ncflow
 from configs import PreprocessConfig, dataset_registry
 from ncflow.atomic import atomic_dir
 from ncflow.data.download import file_md5
+from ncflow.data.interactions import RawLog, original_ids, to_interactions
+from ncflow.data.log_files import checksum, read_log
 from ncflow.data.ncf_split import ncf_split
-from ncflow.data.readers import Interactions, find_file, read_interactions_file, read_movielens, read_titles
+from ncflow.data.readers import find_file, read_movielens, read_titles
 from ncflow.data.vae_split import SPLITS, vae_split
 from ncflow.errors import NcflowError
 from ncflow.locks import exclusive
@@ -41,24 +43,30 @@ from ncflow.xp import Device, get_xp, to_numpy
 PREPROCESS_VERSION = 1
 
 
-def ratings_path(dataset: str, raw: Path) -> Path:
-    """The file actually read: the registry's ratings file inside `raw`, or `raw` itself."""
+def is_movielens_folder(raw: Path) -> bool:
+    """A folder in ml-20m's layout (a ratings.csv at any depth), as `ncflow synth` writes."""
+    return Path(raw).is_dir() and next(Path(raw).rglob("ratings.csv"), None) is not None
+
+
+def source_checksum(dataset: str, raw: Path) -> str:
+    """md5 of what is read: the registry's ratings file inside `raw`, or the log's file(s)."""
     registry = dataset_registry()
     if dataset in registry:
-        return find_file(raw, registry[dataset].ratings_file)
-    if Path(raw).is_dir():  # a folder in ml-20m's layout, as `ncflow synth` writes
-        return find_file(raw, "ratings.csv")
-    return Path(raw)
+        return file_md5(find_file(raw, registry[dataset].ratings_file))
+    if is_movielens_folder(raw):
+        return file_md5(find_file(raw, "ratings.csv"))
+    return checksum(raw)
 
 
-def read_raw(dataset: str, raw: Path, config: PreprocessConfig) -> tuple[Interactions, dict[int, str]]:
+def read_raw(dataset: str, raw: Path, config: PreprocessConfig) -> tuple[RawLog, dict[Any, str]]:
+    """The source's rows as read, and item titles where the source has them."""
     registry = dataset_registry()
     if dataset in registry:
         spec = registry[dataset]
-    elif Path(raw).is_dir():
+    elif is_movielens_folder(raw):
         spec = registry["ml-20m"]  # same file format and layout
     else:
-        return read_interactions_file(Path(raw), config.columns), {}
+        return read_log(raw, config.columns), {}
     return read_movielens(raw, spec), read_titles(raw, spec)
 
 
@@ -75,8 +83,7 @@ def preprocess(
     config = config or PreprocessConfig()
     seconds: dict[str, float] = {}
     start = time.perf_counter()
-    source = ratings_path(dataset, raw)
-    source_md5 = file_md5(source)
+    source_md5 = source_checksum(dataset, raw)
     out = output_dir(out_root, dataset, source_md5, config)
     if (out / "manifest.json").is_file():
         return out  # complete: folders appear only by rename after a full write
@@ -84,7 +91,7 @@ def preprocess(
         if (out / "manifest.json").is_file():
             return out
         seconds["checksum"] = time.perf_counter() - start
-        _write_processed(dataset, raw, out, source, source_md5, config, device, seconds)
+        _write_processed(dataset, raw, out, source_md5, config, device, seconds)
     return out
 
 
@@ -92,7 +99,6 @@ def _write_processed(
     dataset: str,
     raw: Path,
     out: Path,
-    source: Path,
     source_md5: str,
     config: PreprocessConfig,
     device: Device,
@@ -101,7 +107,8 @@ def _write_processed(
     """Read, split and write `out` (atomically); the caller holds its lock."""
 
     start = time.perf_counter()
-    interactions, titles = read_raw(dataset, raw, config)
+    raw_log, titles = read_raw(dataset, raw, config)
+    interactions = to_interactions(raw_log, config.since, config.until)
     seconds["read"] = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -113,7 +120,7 @@ def _write_processed(
             negatives=config.test_negatives, distinct=config.distinct_negatives, seed=config.seed,
             validation=config.validation,
         )  # fmt: skip
-        tables = ncf_tables(split)
+        tables = ncf_tables(split, interactions.user_dictionary)
         counts = {
             "users": split.n_users,
             "items": split.n_items,
@@ -123,7 +130,7 @@ def _write_processed(
         }
         if split.valid_user is not None:
             counts["valid_users"] = len(split.valid_user)
-        item_ids = to_numpy(split.item_ids)
+        item_codes = split.item_ids
     else:
         vsplit = vae_split(
             xp, user, item, xp.asarray(interactions.rating),
@@ -131,7 +138,7 @@ def _write_processed(
             heldout_users=config.heldout_users, heldout_fraction_cap=config.heldout_fraction_cap,
             foldin_fraction=config.foldin_fraction, seed=config.seed,
         )  # fmt: skip
-        tables = {name: csr_table(vsplit.parts[name]) for name in SPLITS}
+        tables = {name: csr_table(vsplit.parts[name], interactions.user_dictionary) for name in SPLITS}
         counts = {
             "items": vsplit.n_items,
             "train_users": len(vsplit.parts["train"].row_ids),
@@ -139,12 +146,13 @@ def _write_processed(
             "valid_users": len(vsplit.parts["valid_foldin"].row_ids),
             "test_users": len(vsplit.parts["test_foldin"].row_ids),
         }
-        item_ids = to_numpy(vsplit.item_ids)
+        item_codes = vsplit.item_ids
+    item_ids = original_ids(to_numpy(item_codes), interactions.item_dictionary)
     tables["items"] = pa.table(
         {
             "index": pa.array(np.arange(len(item_ids), dtype=np.int32)),
-            "id": pa.array(item_ids),
-            "title": pa.array([titles.get(int(i)) for i in item_ids], pa.string()),
+            "id": item_ids,
+            "title": pa.array([titles.get(i) for i in item_ids.to_pylist()], pa.string()),
         }
     )
     seconds["split"] = time.perf_counter() - start
@@ -154,7 +162,7 @@ def _write_processed(
         "dataset": dataset,
         "protocol": config.protocol,
         "counts": counts,
-        "source": {"path": str(Path(source).resolve()), "md5": source_md5},
+        "source": {"path": str(Path(raw).resolve()), "md5": source_md5, "rows": len(raw_log)},
         "config": config.model_dump(mode="json"),
         "ncflow_version": ncflow.__version__,
         "preprocess_version": PREPROCESS_VERSION,
@@ -168,10 +176,11 @@ def _write_processed(
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
 
 
-def ncf_tables(split) -> dict[str, pa.Table]:
+def ncf_tables(split, user_dictionary: pa.Array | None = None) -> dict[str, pa.Table]:
     n_users = split.n_users
+    user_ids = original_ids(to_numpy(split.user_ids), user_dictionary)
     tables = {
-        "users": pa.table({"index": np.arange(n_users, dtype=np.int32), "id": to_numpy(split.user_ids)}),
+        "users": pa.table({"index": np.arange(n_users, dtype=np.int32), "id": user_ids}),
         "train": pa.table({"user": to_numpy(split.train_user), "item": to_numpy(split.train_item)}),
         "test": heldout_table(np.arange(n_users, dtype=np.int32), split.test_item, split.test_negatives),
     }
@@ -193,11 +202,11 @@ def heldout_table(users, items, negatives) -> pa.Table:
     )
 
 
-def csr_table(part) -> pa.Table:
+def csr_table(part, user_dictionary: pa.Array | None = None) -> pa.Table:
     offsets = pa.array(to_numpy(part.indptr).astype(np.int32))
     return pa.table(
         {
-            "user_id": pa.array(to_numpy(part.row_ids)),
+            "user_id": original_ids(to_numpy(part.row_ids), user_dictionary),
             "items": pa.ListArray.from_arrays(offsets, pa.array(to_numpy(part.indices))),
         }
     )

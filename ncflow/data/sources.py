@@ -1,11 +1,14 @@
-"""Where a dataset's raw files come from: the GroupLens archive, a mirror, a local file or folder,
-or the synthetic generator (no network at all)."""
+"""Where a dataset's raw interactions come from: the GroupLens archive (or a mirror), the synthetic
+generator (no network at all), a user's own log on disk (a file, a folder of Parquet/CSV files, a
+glob), or a PostgreSQL table or query (frozen as a Parquet snapshot under data/raw/)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from configs import dataset_registry
+from configs import Columns, dataset_registry
+from ncflow.data import postgres
+from ncflow.data.log_files import is_pattern, log_files, partition_root
 from ncflow.errors import NcflowError
 from ncflow.locks import exclusive
 
@@ -18,8 +21,20 @@ def known_datasets() -> list[str]:
     return sorted(dataset_registry()) + [SYNTH_PREFIX + name for name in PRESETS]
 
 
-def obtain_raw(dataset: str, data_dir: Path, source: str | None = None) -> Path:
-    """A local path holding `dataset`'s ratings: a folder (MovieLens layout) or an interactions file."""
+def is_named(dataset: str) -> bool:
+    """A MovieLens or synthetic dataset: a fixed format whose columns need no mapping."""
+    return dataset.startswith(SYNTH_PREFIX) or dataset in dataset_registry()
+
+
+def obtain_raw(
+    dataset: str,
+    data_dir: Path,
+    source: str | None = None,
+    columns: Columns | None = None,
+    connection: str = postgres.DEFAULT_CONNECTION,
+) -> Path:
+    """A local path holding `dataset`'s interactions: a folder (MovieLens layout), or a log's file,
+    folder or glob (a PostgreSQL dataset: its new snapshot file)."""
     data_dir = Path(data_dir)
     if dataset.startswith(SYNTH_PREFIX):
         from ncflow.data.synth import PRESETS, write_synthetic
@@ -36,17 +51,28 @@ def obtain_raw(dataset: str, data_dir: Path, source: str | None = None) -> Path:
         from ncflow.data.download import fetch_dataset
 
         return fetch_dataset(dataset, data_dir, source)
-    path = Path(source or dataset)
-    if path.exists():
-        return path
+    if postgres.is_postgres(dataset):
+        folder = data_dir / "raw" / dataset_label(dataset)
+        return postgres.snapshot(dataset, source, columns or Columns(), connection, folder)
+    path = source or dataset
+    if is_pattern(path):
+        log_files(path)  # refuses a glob that matches nothing
+        return Path(path)
+    if Path(path).exists():
+        return Path(path)
     raise NcflowError(
-        f"unknown dataset {dataset!r}: use one of {', '.join(known_datasets())}, "
-        "or the path of a CSV/Parquet file of interactions"
+        f"unknown dataset {dataset!r}: use one of {', '.join(known_datasets())}, the path of a CSV/Parquet "
+        "file, folder or glob of interactions, or pg:TABLE"
     )
 
 
 def dataset_label(dataset: str) -> str:
-    """A short name for folders and registry entries: a file path becomes its stem."""
-    if dataset.startswith(SYNTH_PREFIX) or dataset in dataset_registry():
+    """A short name for folders and registry entries: a file's stem, a folder's (or a glob's folder's)
+    name, a PostgreSQL table's name."""
+    if is_named(dataset):
         return dataset
-    return Path(dataset).stem
+    if postgres.is_postgres(dataset):
+        return postgres.table_name(dataset)
+    if is_pattern(dataset):
+        return (partition_root(dataset) or Path(dataset)).name
+    return Path(dataset.rstrip("/")).stem
