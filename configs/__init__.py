@@ -86,5 +86,8 @@ def dataset_spec(name: str) -> DatasetSpec:
 
 def validation_message(err: ValidationError) -> str:
     """pydantic's report folded into one line, naming each bad field."""
-    parts = [f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in err.errors()]
+    parts = []
+    for e in err.errors():
+        message = e["msg"].removeprefix("Value error, ")
+        parts.append(f"{'.'.join(str(p) for p in e['loc'])}: {message}" if e["loc"] else message)
     return "; ".join(parts)

@@ -15,23 +15,21 @@ from pathlib import Path
 from typing import Any, ClassVar, Self
 
 import yaml
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError
 
-from configs import PreprocessConfig, Strict, validation_message
+from configs import PreprocessConfig, validation_message
+from configs.source import SourceParams
 from ncflow.errors import NcflowError
 
 
-class TrainParams(Strict):
-    """The fields and behaviour common to all training flows; subclasses set the ClassVars."""
+class TrainParams(SourceParams):
+    """The fields and behaviour common to all training flows (the data's come from SourceParams);
+    subclasses set the ClassVars."""
 
     FLOW: ClassVar[str]  # the flow's name, for error messages
     CONFIG_DIR: ClassVar[Path]  # the per-dataset YAML defaults
     TRAIN_FIELDS: ClassVar[tuple[str, ...]]  # handed to the trainer as flags (its TrainConfig's names)
 
-    dataset: str = Field(
-        description="ml-100k | ml-1m | ml-20m | ml-25m | synth-<preset> | a CSV/Parquet path"
-    )
-    source: str | None = Field(default=None, description="a mirror URL, a local archive, or a folder")
     # Hardware
     gpus: int = Field(default=0, ge=0, description="torchrun processes on GPUs; 0 trains on CPUs")
     cpu_processes: int = Field(default=1, ge=1, le=64, description="CPU processes when gpus is 0")
@@ -39,17 +37,6 @@ class TrainParams(Strict):
     data_dir: str = "data"
     runs_dir: str = "runs"  # checkpoints: runs/<flow run id>/ so a retried task resumes
     registry_dir: str = "registry"
-
-    @field_validator("dataset")
-    @classmethod
-    def _known_dataset(cls, value: str) -> str:
-        from ncflow.data.sources import known_datasets
-
-        if value in known_datasets() or Path(value).is_file():
-            return value
-        raise ValueError(
-            f"unknown dataset {value!r}: use one of {', '.join(known_datasets())}, or a CSV/Parquet path"
-        )
 
     @classmethod
     def for_dataset(cls, dataset: str, **overrides: Any) -> Self:

@@ -1,5 +1,5 @@
-"""The body every training flow shares: validate -> fetch -> preprocess -> train (torchrun) -> evaluate
--> register, for the model an `ncflow.specs.ModelSpec` describes.
+"""The body every training flow shares: validate -> fetch -> check the data -> preprocess -> train
+(torchrun) -> evaluate -> register, for the model an `ncflow.specs.ModelSpec` describes.
 
 `ncf-train` (flows/ncf_train.py) and `vae-cf-train` (flows/vaecf_train.py) are thin: a flow with its
 own typed parameters (what Prefect shows and validates per deployment) that calls `train_and_register`.
@@ -19,6 +19,7 @@ from ncflow.data.sources import dataset_label
 from ncflow.errors import NcflowError
 from ncflow.specs import ModelSpec
 from tasks._run import artifact_key, run_logger
+from tasks.check import check_data
 from tasks.data import fetch_raw, preprocess_data, processed_missing, raw_missing
 from tasks.evaluate import evaluate_model
 from tasks.register import register_model
@@ -63,8 +64,9 @@ def train_and_register(model: ModelSpec, dataset: str, overrides: dict[str, Any]
     fetch = fetch_raw.with_options(
         refresh_cache=raw_missing(params.dataset, paths["data_dir"], params.source)
     )
-    raw = fetch(params.dataset, paths["data_dir"], params.source)
+    raw = fetch(params.dataset, paths["data_dir"], params.source, params.columns(), params.connection)
     split = params.preprocess_config()
+    check_data(label, raw, paths["data_dir"], split, params.check_limits())  # a failure ends the run here
     prepare = preprocess_data.with_options(
         refresh_cache=processed_missing(label, raw, paths["data_dir"], split)
     )

@@ -15,6 +15,7 @@ within a second with the reason in its logs.
 from __future__ import annotations
 
 import sys
+from datetime import date
 from typing import Any
 
 from prefect import flow
@@ -47,6 +48,16 @@ def vae_cf_train(
     heldout_users: int | None = None,
     cpu_processes: int | None = None,
     source: str | None = None,
+    user_col: str | None = None,
+    item_col: str | None = None,
+    rating_col: str | None = None,
+    timestamp_col: str | None = None,
+    connection: str | None = None,
+    since: date | None = None,
+    until: date | None = None,
+    window_days: int | None = None,
+    max_row_drop: float | None = None,
+    max_duplicate_share: float | None = None,
     data_dir: str | None = None,
     runs_dir: str | None = None,
     registry_dir: str | None = None,
@@ -54,14 +65,26 @@ def vae_cf_train(
     """Train Mult-VAE on `dataset` and register it; None means the dataset's default (configs/vaecf/).
 
     Args:
-        dataset: ml-100k, ml-1m, ml-20m, ml-25m, synth-tiny, synth-ml1m, synth-ml20m, or a CSV/Parquet path
+        dataset: ml-100k, ml-1m, ml-20m, ml-25m, synth-tiny, synth-ml1m, synth-ml20m, your own log (a
+            CSV/Parquet file, a folder of them with hive partitions, a glob) or pg:TABLE (PostgreSQL)
         gpus: GPUs (torchrun processes); 0 trains on CPUs with cpu_processes processes
         epochs: every one runs (no early stopping); the bundle is the last epoch's model
         batch_size: global users per step (NVIDIA's ML-20M recipe: 24,576)
         anneal: the KL weight schedule: nvidia (cap 0.1), paper (cap 0.2) or none
         hidden: encoder/decoder hidden units; latent: the latent dimension
         heldout_users: validation and test users each (capped at 10% of the users)
-        source: a mirror URL, a local archive or a folder (default: the dataset's URL)
+        source: a mirror URL, a local archive or a folder (default: the dataset's URL); for a pg:TABLE
+            dataset, a SQL query to read instead of the whole table
+        user_col, item_col, rating_col, timestamp_col: your own log's column names (ids may be
+            integers or strings; without a timestamp column, row order is time order)
+        connection: pg: datasets: where the connection string is, env:VARIABLE (default
+            env:NCFLOW_DATABASE_URL) or secret:BLOCK (a Prefect Secret block); never the string
+        since, until: train on interactions in [since, until) (dates, 00:00 UTC); until alone: a
+            backfill as of that day
+        window_days: train on the last N days (before until, or up to now)
+        max_row_drop: the data checks refuse a source whose rows dropped by more than this share
+            against the previous run's snapshot (default 0.3)
+        max_duplicate_share: and one whose exact repeated rows exceed this share (default 0.1)
         data_dir: raw and processed data (default data/ under the working directory)
         runs_dir: checkpoints, one folder per flow run (default runs/)
         registry_dir: the model registry (default registry/)

@@ -99,7 +99,7 @@ def _points(
     return out
 
 
-def _nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
+def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
     """About `count` round tick values covering [lo, hi]."""
     span = hi - lo
     raw = span / max(1, count - 1)
@@ -121,7 +121,7 @@ def _y_ticks(values: list[float]) -> list[float]:
     if hi - lo < 1e-12:  # one value (or a flat line): give it room
         pad = abs(lo) * 0.1 or 0.5
         lo, hi = lo - pad, hi + pad
-    return _nice_ticks(lo, hi)
+    return nice_ticks(lo, hi)
 
 
 def _label(value: float) -> str:

@@ -12,6 +12,18 @@ from prefect import get_run_logger
 from prefect.context import FlowRunContext, TaskRunContext
 from prefect.exceptions import MissingContextError
 
+from ncflow.errors import NcflowError
+
+
+def worth_retrying(task, task_run, state) -> bool:
+    """A task's retry condition: faults that may pass (the network, a killed process) are retried; bad
+    input (an NcflowError, a trainer's own `error:` line) fails the same way again, so it is not."""
+    try:
+        state.result()
+    except Exception as err:  # noqa: BLE001 - the failure's own verdict, or retry the unknown
+        return getattr(err, "retryable", not isinstance(err, NcflowError))
+    return True
+
 
 def run_logger() -> logging.Logger | logging.LoggerAdapter:
     try:

@@ -3,7 +3,9 @@
 Cache keys, chosen on purpose:
 - `fetch_raw`: what identifies the bytes, not how they were asked for: URL + published md5 for a
   registered dataset, preset (+ the generator's fixed seed) for a synthetic one, path + size +
-  mtime for a local file or folder; plus the data folder and this task's source (TASK_SOURCE).
+  mtime of every file of a local log (file, folder or glob); plus the data folder and this task's
+  source (TASK_SOURCE). A PostgreSQL dataset is never taken from the cache: its table changes
+  under the same name, so every run takes a new snapshot (whose md5 then keys preprocessing).
 - `preprocess_data`: the ratings file's md5 + the preprocessing config + PREPROCESS_VERSION + the
   data folder + TASK_SOURCE, the same ingredients as the processed folder's name. The device is left
   out: it does not change the output.
@@ -14,6 +16,7 @@ A cached result is a path, so it can dangle if someone deletes the data: `raw_mi
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +25,14 @@ from prefect.cache_policies import TASK_SOURCE, CacheKeyFnPolicy
 from prefect.context import TaskRunContext
 from prefect.utilities.hashing import hash_objects
 
-from configs import PreprocessConfig, dataset_registry, dataset_spec
-from ncflow.data.download import MARKER, file_md5
-from ncflow.data.preprocess import PREPROCESS_VERSION, output_dir, preprocess, ratings_path
+from configs import Columns, PreprocessConfig, dataset_registry, dataset_spec
+from ncflow.data import postgres
+from ncflow.data.download import MARKER
+from ncflow.data.log_files import log_files
+from ncflow.data.preprocess import PREPROCESS_VERSION, output_dir, preprocess, source_checksum
 from ncflow.data.sources import SYNTH_PREFIX, obtain_raw
-from tasks._run import run_logger
+from ncflow.errors import NcflowError
+from tasks._run import run_logger, worth_retrying
 
 
 def _stat(path: Path) -> list:
@@ -37,6 +43,8 @@ def _stat(path: Path) -> list:
 def raw_identity(dataset: str, data_dir: str, source: str | None) -> tuple[list, Path]:
     """(what identifies the raw data, the path whose presence means it is on disk)."""
     data_dir_path = Path(data_dir)
+    if postgres.is_postgres(dataset):  # no identity short of reading it: never cached
+        return ["postgres", dataset, str(uuid.uuid4())], data_dir_path / "raw" / ".never"
     if dataset.startswith(SYNTH_PREFIX):
         return ["synth", dataset, 0], data_dir_path / "raw" / dataset / "ratings.csv"
     if dataset in dataset_registry():
@@ -44,8 +52,12 @@ def raw_identity(dataset: str, data_dir: str, source: str | None) -> tuple[list,
         if source and "://" not in source and Path(source).exists():
             return ["local", *_stat(Path(source))], Path(source)
         return ["url", source or spec.url, spec.md5], data_dir_path / "raw" / dataset / MARKER
-    path = Path(source or dataset)
-    return (["file", *_stat(path)] if path.exists() else ["missing", str(path)]), path
+    path = source or dataset
+    try:
+        files = log_files(path)
+    except NcflowError:
+        return ["missing", path], Path(path)
+    return ["files", *[_stat(f) for f in files]], Path(files[0])
 
 
 def raw_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str | None:
@@ -62,15 +74,22 @@ def raw_missing(dataset: str, data_dir: str, source: str | None = None) -> bool:
     task_run_name="fetch-{dataset}",
     retries=3,
     retry_delay_seconds=[5, 30, 120],  # network faults; fetch_dataset also retries each request itself
+    retry_condition_fn=worth_retrying,  # a wrong name, checksum or query fails the same way every time
     cache_policy=TASK_SOURCE + CacheKeyFnPolicy(cache_key_fn=raw_cache_key),
 )
-def fetch_raw(dataset: str, data_dir: str, source: str | None = None) -> dict[str, str]:
-    """Download (or generate, or find) `dataset`; return {"path": raw folder or file, "md5": of its ratings file}."""
+def fetch_raw(
+    dataset: str,
+    data_dir: str,
+    source: str | None = None,
+    columns: Columns | None = None,
+    connection: str = postgres.DEFAULT_CONNECTION,
+) -> dict[str, str]:
+    """Download (or generate, find, or snapshot from PostgreSQL) `dataset`; return {"path": the raw
+    folder, file or glob, "md5": of what preprocessing reads}."""
     log = run_logger()
-    raw = obtain_raw(dataset, Path(data_dir), source)
-    ratings = ratings_path(dataset, raw)
-    md5 = file_md5(ratings)
-    log.info("raw %s: %s (ratings md5 %s)", dataset, raw, md5)
+    raw = obtain_raw(dataset, Path(data_dir), source, columns, connection)
+    md5 = source_checksum(dataset, raw)
+    log.info("raw %s: %s (md5 %s)", dataset, raw, md5)
     return {"path": str(raw), "md5": md5}
 
 

@@ -27,10 +27,10 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 from torch import device as torch_device
 
-from ncflow.launch import TrainerFailed, run_trainer, torchrun_command
+from ncflow.launch import run_trainer, torchrun_command
 from ncflow.learning_curve import learning_curve_markdown
 from ncflow.specs import ModelSpec, spec
-from tasks._run import artifact, run_logger
+from tasks._run import artifact, run_logger, worth_retrying
 from tasks.live_artifact import LiveArtifact
 
 TRAINER_EPOCH_LINE = re.compile(r"epoch\s+\d+\s+loss\s")  # `epoch   3  loss 0.4349  HR@10 ...` (stderr)
@@ -43,16 +43,6 @@ DATA_SIZES = (
     "test_users",
     "steps_per_epoch",
 )
-
-
-def _worth_retrying(task, task_run, state) -> bool:
-    try:
-        state.result()
-    except TrainerFailed as err:
-        return err.retryable
-    except Exception:  # noqa: BLE001 - anything else (e.g. a killed process) may well pass next time
-        return True
-    return True
 
 
 class EpochReporter:
@@ -150,7 +140,7 @@ def _finite(value: Any) -> bool:
     task_run_name="train-{model}",
     retries=2,
     retry_delay_seconds=[10, 60],
-    retry_condition_fn=_worth_retrying,
+    retry_condition_fn=worth_retrying,
     cache_policy=NO_CACHE,  # training is the work itself; resuming is the checkpoint's job
 )
 def train_model(

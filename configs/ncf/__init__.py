@@ -72,7 +72,10 @@ class NCFTrainParams(TrainParams):
 
     def preprocess_config(self) -> PreprocessConfig:
         return PreprocessConfig(
-            protocol="ncf", test_negatives=self.test_negatives, validation=self.validation
+            protocol="ncf",
+            test_negatives=self.test_negatives,
+            validation=self.validation,
+            **self.source_settings(),
         )
 
 

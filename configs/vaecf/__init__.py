@@ -56,4 +56,4 @@ class VAECFTrainParams(TrainParams):
     )  # validation and test users each (scaled down on small data)
 
     def preprocess_config(self) -> PreprocessConfig:
-        return PreprocessConfig(protocol="vaecf", heldout_users=self.heldout_users)
+        return PreprocessConfig(protocol="vaecf", heldout_users=self.heldout_users, **self.source_settings())

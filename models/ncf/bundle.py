@@ -81,7 +81,9 @@ class Bundle:
     config: dict
     metrics: dict
     data: dict
-    user_ids: np.ndarray  # index -> original user id (int64, or object holding strings, as the source had them)
+    user_ids: (
+        np.ndarray
+    )  # index -> original user id (int64, or object holding strings, as the source had them)
     user_index: dict[int | str, int]  # original user id -> index
     item_ids: np.ndarray  # index -> original item id (int64, or object holding strings)
     titles: list[str | None]

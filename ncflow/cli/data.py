@@ -9,12 +9,23 @@ from pathlib import Path
 from ncflow.errors import NcflowError
 
 DEFAULT_DATA_DIR = Path("data")
+SOURCE_FLAGS = (
+    "user_col",
+    "item_col",
+    "rating_col",
+    "timestamp_col",
+    "connection",
+    "since",
+    "until",
+    "window_days",
+)
 
 
 def run(args: argparse.Namespace) -> None:
     from pydantic import ValidationError
 
     from configs import PreprocessConfig, validation_message
+    from configs.source import SourceParams
     from ncflow.data.preprocess import preprocess, read_manifest
     from ncflow.data.sources import dataset_label, obtain_raw
 
@@ -25,17 +36,15 @@ def run(args: argparse.Namespace) -> None:
         overrides["distinct_negatives"] = True
     if args.validation:
         overrides["validation"] = True
-    columns = {k: v for k, v in (("user", args.user_col), ("item", args.item_col)) if v}
-    columns |= {k: v for k, v in (("rating", args.rating_col), ("timestamp", args.timestamp_col)) if v}
-    if columns:
-        overrides["columns"] = columns
+    log = {name: getattr(args, name) for name in SOURCE_FLAGS if getattr(args, name) is not None}
     try:
-        config = PreprocessConfig(**overrides)
+        source = SourceParams(dataset=args.dataset, source=args.source, **log)
+        config = PreprocessConfig(**overrides, **source.source_settings())
     except ValidationError as err:
-        raise NcflowError(f"bad preprocessing setting: {validation_message(err)}") from None
+        raise NcflowError(f"bad setting: {validation_message(err)}") from None
 
     start = time.perf_counter()
-    raw = obtain_raw(args.dataset, Path(args.data_dir), args.source)
+    raw = obtain_raw(args.dataset, Path(args.data_dir), args.source, source.columns(), source.connection)
     fetch_seconds = time.perf_counter() - start
     out = preprocess(dataset_label(args.dataset), raw, Path(args.data_dir), config, device=args.device)
     manifest = read_manifest(out)
@@ -50,9 +59,13 @@ def run(args: argparse.Namespace) -> None:
 def add_parser(sub) -> None:
     data = sub.add_parser("data", help="download (or read) and preprocess a dataset")
     data.add_argument(
-        "dataset", help="ml-100k | ml-1m | ml-20m | ml-25m | synth-<preset> | a CSV/Parquet file"
+        "dataset",
+        help="ml-100k | ml-1m | ml-20m | ml-25m | synth-<preset> | a CSV/Parquet file, folder or glob | pg:TABLE",
     )
-    data.add_argument("--source", help="a mirror URL, a local archive, or a folder holding the ratings file")
+    data.add_argument(
+        "--source",
+        help="a mirror URL, a local archive, or a folder holding the ratings file; pg: a SQL query",
+    )
     data.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR), help="where raw and processed data live")
     data.add_argument("--protocol", default="ncf", choices=["ncf", "vaecf"])
     data.add_argument("--device", default="auto", choices=["auto", "cpu", "gpu"], help="gpu: CuPy")
@@ -62,8 +75,16 @@ def add_parser(sub) -> None:
     data.add_argument(
         "--validation", action="store_true", help="ncf: hold out each user's second-latest item as validation"
     )
-    data.add_argument("--user-col", help="user column of a local file (default 'user')")
-    data.add_argument("--item-col", help="item column of a local file (default 'item')")
-    data.add_argument("--rating-col", help="rating column of a local file (optional)")
-    data.add_argument("--timestamp-col", help="timestamp column of a local file (optional)")
+    data.add_argument(
+        "--user-col", help="your log's user id column (default 'user'); ids: integers or strings"
+    )
+    data.add_argument("--item-col", help="your log's item id column (default 'item')")
+    data.add_argument("--rating-col", help="your log's rating column (optional)")
+    data.add_argument("--timestamp-col", help="your log's time column (optional)")
+    data.add_argument(
+        "--connection", help="pg: datasets: env:VARIABLE or secret:BLOCK holding the connection string"
+    )
+    data.add_argument("--since", help="only interactions from this date (YYYY-MM-DD, UTC)")
+    data.add_argument("--until", help="only interactions before this date (YYYY-MM-DD, UTC)")
+    data.add_argument("--window-days", type=int, help="only the last N days (before --until, or up to now)")
     data.set_defaults(func=run)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from configs import dataset_spec
 from ncflow.atomic import atomic_dir
-from ncflow.errors import NcflowError
+from ncflow.errors import NcflowError, TransientError
 from ncflow.locks import exclusive
 
 log = logging.getLogger("ncflow.download")
@@ -192,7 +192,7 @@ def _download(
                 log.warning("download of %s failed (%s): retrying in %.1f s", name, reason, wait)
                 time.sleep(wait)
         else:
-            raise NcflowError(_no_download(name, url, reason, ratings_file))
+            raise TransientError(_no_download(name, url, reason, ratings_file))
         log.info("verifying %s", archive.name)
         if got != expected:
             raise NcflowError(f"checksum mismatch for {url}: expected {expected}, got {got}")

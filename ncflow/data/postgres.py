@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 
 from configs import Columns
 from ncflow.data.log_files import mapped
-from ncflow.errors import NcflowError, first_line
+from ncflow.errors import NcflowError, TransientError, first_line
 
 PREFIX = "pg:"
 DEFAULT_CONNECTION = "env:NCFLOW_DATABASE_URL"
@@ -110,7 +110,9 @@ def snapshot(dataset: str, query: str | None, columns: Columns, connection: str,
         with adbc.connect(url) as conn, conn.cursor() as cursor:
             cursor.execute(extract_sql(dataset, query, columns))
             table = cursor.fetch_arrow_table()
-    except Exception as err:  # noqa: BLE001 - the driver's errors are many types; all are reported alike
+    except adbc.OperationalError as err:  # the server did not answer, or went away: may pass later
+        raise TransientError(f"PostgreSQL {what} failed: {masked(first_line(err), url)}") from None
+    except adbc.Error as err:  # a wrong table, column or query: the same every time
         raise NcflowError(f"PostgreSQL {what} failed: {masked(first_line(err), url)}") from None
     table = table.cast(pa.schema([f.remove_metadata() for f in table.schema]))  # the driver's type notes
     folder.mkdir(parents=True, exist_ok=True)

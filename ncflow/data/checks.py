@@ -1,0 +1,175 @@
+"""Data checks before training, after TFX's ExampleValidator: a run that would train on a broken export
+stops here, with one line saying why, before anything is trained or registered.
+
+Each check looks at the whole source as read (`RawLog`), not only the time window a run trains on: a
+half-empty export is broken whatever the window. What each one refuses:
+- schema and types: a missing column, an id that is neither integer nor string, a rating that is not a
+  number, a time that is not a time (raised by the readers; reported here);
+- nulls: any row without a user, an item, a rating or a time (empty strings count for string ids);
+- duplicate rows: more than `max_duplicate_share` of rows repeating another row exactly (a partition
+  loaded twice); repeated (user, item) pairs at different times are ordinary and allowed;
+- timestamps: any time in the future (beyond a day of clock skew) or at or before 1970-01-01 (a
+  default value, not a time);
+- row count: fewer rows than the previous accepted snapshot by more than `max_row_drop`;
+- new users and items: counted against the previous snapshot, never refused.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ncflow.data.interactions import COLUMNS, RawLog, null_count
+from ncflow.data.snapshots import Snapshot
+
+CLOCK_SKEW_S = 86_400  # a time up to a day ahead is a clock, not a bug
+DAYS_SHOWN = 90  # the daily volume picture: the source's last 90 days
+
+
+@dataclass(frozen=True)
+class CheckLimits:
+    max_row_drop: float = 0.3  # share of the previous snapshot's rows
+    max_duplicate_share: float = 0.1  # share of rows
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    passed: bool
+    detail: str  # one line
+
+
+@dataclass
+class DataReport:
+    dataset: str
+    checks: list[Check]
+    snapshot: Snapshot | None  # what this source is now (None: it could not be read)
+    previous: Snapshot | None
+    window_rows: int | None = None  # rows in the run's time window, when it has one
+    daily: list[tuple[dt.date, int]] = field(default_factory=list)  # (day, rows), the last DAYS_SHOWN days
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.checks)
+
+    @property
+    def reason(self) -> str:
+        """The failed checks in one line (empty when all passed)."""
+        return "; ".join(f"{c.name}: {c.detail}" for c in self.checks if not c.passed)
+
+
+def unreadable(dataset: str, problem: str, previous: Snapshot | None) -> DataReport:
+    """The report of a source that failed its schema check while being read."""
+    return DataReport(dataset, [Check("schema and types", False, problem)], None, previous)
+
+
+def check_log(
+    dataset: str,
+    raw: RawLog,
+    snapshot: Snapshot,
+    previous: Snapshot | None,
+    limits: CheckLimits,
+    now: dt.datetime | None = None,
+    window_rows: int | None = None,
+) -> DataReport:
+    """Every check on `raw` (whose summary is `snapshot`) against the `previous` accepted snapshot."""
+    now = now or dt.datetime.now(dt.UTC)
+    table = raw.table
+    checks = [
+        Check("schema and types", True, schema_line(table, raw.ticks_per_second)),
+        nulls_check(table, raw),
+        duplicates_check(table, limits.max_duplicate_share),
+        timestamps_check(table, raw.ticks_per_second, now),
+        row_count_check(snapshot, previous, limits.max_row_drop),
+        Check("new users and items", True, new_ids_line(snapshot, previous)),
+    ]
+    return DataReport(
+        dataset, checks, snapshot, previous, window_rows, daily_volume(table, raw.ticks_per_second)
+    )
+
+
+def schema_line(table: pa.Table, ticks_per_second: int) -> str:
+    unit = {0: "none: row order", 1: "seconds", 1_000: "ms", 1_000_000: "us", 1_000_000_000: "ns"}
+    kinds = {name: str(table.schema.field(name).type) for name in ("user", "item")}
+    return f"user {kinds['user']}, item {kinds['item']}, rating number, time {unit[ticks_per_second]}"
+
+
+def nulls_check(table: pa.Table, raw: RawLog) -> Check:
+    counts = {name: null_count(table.column(name)) for name in COLUMNS}
+    bad = {name: n for name, n in counts.items() if n}
+    if not bad:
+        return Check("nulls", True, "none")
+    described = ", ".join(f"{n:,} without a {name}" for name, n in bad.items())
+    return Check("nulls", False, f"{described} (null or empty) in {raw.name}")
+
+
+def duplicates_check(table: pa.Table, max_share: float) -> Check:
+    distinct = table.group_by(list(COLUMNS)).aggregate([]).num_rows
+    repeats = table.num_rows - distinct
+    share = repeats / max(table.num_rows, 1)
+    detail = f"{repeats:,} rows ({share:.1%}) repeat another row exactly"
+    if share > max_share:
+        return Check(
+            "duplicate rows", False, f"{detail}: above the limit of {max_share:.0%} (a load done twice?)"
+        )
+    return Check("duplicate rows", True, detail)
+
+
+def timestamps_check(table: pa.Table, ticks_per_second: int, now: dt.datetime) -> Check:
+    if not ticks_per_second:
+        return Check("timestamps", True, "no time column: row order is time order")
+    ticks = table.column("timestamp")
+    limit = (int(now.timestamp()) + CLOCK_SKEW_S) * ticks_per_second
+    future = pc.sum(pc.greater(ticks, limit)).as_py() or 0
+    zero = pc.sum(pc.less_equal(ticks, 0)).as_py() or 0
+    span = pc.min_max(ticks)
+    first, last = (day(span[k].as_py(), ticks_per_second) for k in ("min", "max"))
+    if future or zero:
+        parts = [
+            f"{future:,} in the future (latest {last})" if future else "",
+            f"{zero:,} at or before 1970-01-01" if zero else "",
+        ]
+        return Check("timestamps", False, " and ".join(p for p in parts if p))
+    return Check("timestamps", True, f"from {first} to {last}")
+
+
+def row_count_check(snapshot: Snapshot, previous: Snapshot | None, max_drop: float) -> Check:
+    if previous is None:
+        return Check("row count", True, f"{snapshot.rows:,} rows (no previous snapshot to compare with)")
+    change = snapshot.rows / max(previous.rows, 1) - 1
+    detail = f"{snapshot.rows:,} rows, {change:+.1%} against the previous snapshot's {previous.rows:,}"
+    if -change > max_drop:
+        return Check("row count", False, f"{detail}: a drop above the limit of {max_drop:.0%}")
+    return Check("row count", True, detail)
+
+
+def new_ids_line(snapshot: Snapshot, previous: Snapshot | None) -> str:
+    sizes = f"{snapshot.n_users:,} users, {snapshot.n_items:,} items"
+    if previous is None:
+        return sizes
+    new_users = snapshot.n_users - snapshot.overlap(previous, "users")
+    new_items = snapshot.n_items - snapshot.overlap(previous, "items")
+    return f"{sizes}: {new_users:,} new users and {new_items:,} new items since the previous snapshot"
+
+
+def day(ticks: int, ticks_per_second: int) -> dt.date:
+    return dt.datetime.fromtimestamp(ticks // ticks_per_second, dt.UTC).date()
+
+
+def daily_volume(table: pa.Table, ticks_per_second: int) -> list[tuple[dt.date, int]]:
+    """Rows per day over the source's last DAYS_SHOWN days (none without a time column)."""
+    if not ticks_per_second or table.num_rows == 0:
+        return []
+    ticks = table.column("timestamp").drop_null()
+    if len(ticks) == 0:
+        return []
+    days = np.asarray(pc.divide(ticks, 86_400 * ticks_per_second).to_numpy()).astype(np.int64)
+    last = int(days.max())
+    recent = days[days > last - DAYS_SHOWN] - (last - DAYS_SHOWN + 1)
+    counts = np.bincount(recent, minlength=DAYS_SHOWN)
+    start = dt.date(1970, 1, 1) + dt.timedelta(days=last - DAYS_SHOWN + 1)
+    return [(start + dt.timedelta(days=i), int(n)) for i, n in enumerate(counts)]
