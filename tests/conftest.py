@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 from e2e_stack import Stack, start_stack, stop_stack
+from postgres_server import PostgresServer, postgres_server
 
 
 @pytest.fixture(scope="session")
@@ -28,3 +29,10 @@ def stack(tmp_path_factory) -> Stack:
     assert not problems, "tracebacks or ERROR lines in the server's or a worker's log:\n" + "\n".join(
         problems[:40]
     )
+
+
+@pytest.fixture(scope="session")
+def postgres() -> PostgresServer:
+    """A real PostgreSQL server on 127.0.0.1 (tests/postgres_server.py), one per session."""
+    with postgres_server() as server:
+        yield server

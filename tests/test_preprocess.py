@@ -14,16 +14,19 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from e2e_stack import wait_until
 
 from configs import Columns, PreprocessConfig, dataset_spec
 from ncflow.cli import main as cli
 from ncflow.data.interactions import to_interactions
 from ncflow.data.log_files import read_log
 from ncflow.data.ncf_split import ncf_split
-from ncflow.data.preprocess import preprocess
+from ncflow.data.preprocess import _write_processed, output_dir, preprocess, source_checksum
 from ncflow.data.readers import read_movielens
+from ncflow.data.sources import obtain_raw
 from ncflow.data.vae_split import vae_split
 from ncflow.errors import NcflowError
+from ncflow.locks import exclusive
 
 # (user, item, rating, timestamp): user 1 rates item 20 twice (kept once, dated by the later rating);
 # user 2's two latest ratings tie in time (the larger item index is held out).
@@ -217,10 +220,19 @@ def test_a_zip_source_is_read_like_the_archive(tmp_path: Path, capsys) -> None:
     assert not (tmp_path / "d" / "raw" / "ml-100k").exists()
 
 
-def test_two_runs_of_the_same_data_stage_at_once_agree(tmp_path: Path) -> None:
-    """Two `ncflow data` processes on one data folder at once (as two flow runs would be): the
-    synthetic generator and the preprocessing take turns (a lock per output), both report the same
-    complete folder, and no temporary or lock file is left."""
+def blocked_on_a_lock(pid: int) -> bool:
+    """The kernel lists `pid` as waiting for a file lock (a `->` line of /proc/locks)."""
+    return any("->" in line and f" {pid} " in line for line in Path("/proc/locks").read_text().splitlines())
+
+
+def test_a_second_data_run_waits_for_the_first_then_reuses_its_output(tmp_path: Path) -> None:
+    """This test holds the processed folder's lock, as a first run does while it writes. A second run
+    (`ncflow data`, another process) must block on it, not write alongside; once the first run's folder
+    is complete and the lock released, it reports that folder and leaves it untouched."""
+    raw = obtain_raw("synth-tiny", tmp_path)
+    config = PreprocessConfig()
+    md5 = source_checksum("synth-tiny", raw)
+    out = output_dir(tmp_path, "synth-tiny", md5, config)
     script = "import sys; from ncflow.cli import main; sys.exit(main(sys.argv[1:]))"
     command = [
         sys.executable,
@@ -234,15 +246,21 @@ def test_two_runs_of_the_same_data_stage_at_once_agree(tmp_path: Path) -> None:
         "cpu",
     ]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    procs = [
-        subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for _ in range(2)
-    ]
-    outs = [proc.communicate(timeout=300) for proc in procs]
-    assert [proc.returncode for proc in procs] == [0, 0], [err[-2000:] for _, err in outs]
-    folders = {out.strip().splitlines()[-1] for out, _ in outs}
-    assert len(folders) == 1, folders
-    folder = Path(folders.pop())
-    assert json.loads((folder / "manifest.json").read_text())["counts"]["users"] > 0
-    stray = [p.name for p in tmp_path.rglob("*") if p.name.startswith(".")]
-    assert stray == [], stray
+    with exclusive(out):
+        second = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        wait_until(
+            lambda: blocked_on_a_lock(second.pid) or second.poll() is not None, "the second run to wait", 120
+        )
+        assert second.poll() is None, (
+            "the second run did not wait for the lock: " + second.communicate()[1][-2000:]
+        )
+        _write_processed("synth-tiny", raw, out, md5, config, "cpu", {})  # the first run's work
+        written = (out / "manifest.json").stat().st_mtime_ns
+        assert second.poll() is None  # still waiting while the lock is held
+    stdout, stderr = second.communicate(timeout=120)
+    assert second.returncode == 0, stderr[-2000:]
+    assert stdout.strip().splitlines()[-1] == str(out)
+    assert (out / "manifest.json").stat().st_mtime_ns == written  # reused, not rewritten
+    assert [
+        p.name for p in tmp_path.rglob("*") if p.name.startswith(".")
+    ] == []  # no temporary or lock file left

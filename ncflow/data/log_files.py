@@ -154,7 +154,9 @@ def id_column(column: pa.ChunkedArray, name: str, source: str) -> pa.ChunkedArra
         return column.cast(pa.int64())
     if pa.types.is_string(kind) or pa.types.is_large_string(kind):
         return column.cast(pa.string())
-    if isinstance(kind, pa.ExtensionType) or (pa.types.is_fixed_size_binary(kind) and kind.byte_width == 16):
+    if isinstance(kind, pa.BaseExtensionType) or (
+        pa.types.is_fixed_size_binary(kind) and kind.byte_width == 16
+    ):
         return uuid_text(column, name, source)
     if pa.types.is_floating(kind):
         try:
@@ -170,7 +172,9 @@ def id_column(column: pa.ChunkedArray, name: str, source: str) -> pa.ChunkedArra
 
 def uuid_text(column: pa.ChunkedArray, name: str, source: str) -> pa.ChunkedArray:
     """UUIDs as their text form; the distinct values are converted, then taken back (no loop per row)."""
-    storage = column.cast(column.type.storage_type) if isinstance(column.type, pa.ExtensionType) else column
+    if isinstance(column.type, pa.BaseExtensionType):  # arrow.uuid: 16 bytes underneath
+        column = pa.chunked_array([chunk.storage for chunk in column.chunks], column.type.storage_type)
+    storage = column
     if not (pa.types.is_fixed_size_binary(storage.type) and storage.type.byte_width == 16):
         raise NcflowError(
             f"column {name!r} of {source} has type {column.type}: ids must be integers or strings"

@@ -110,10 +110,12 @@ def snapshot(dataset: str, query: str | None, columns: Columns, connection: str,
         with adbc.connect(url) as conn, conn.cursor() as cursor:
             cursor.execute(extract_sql(dataset, query, columns))
             table = cursor.fetch_arrow_table()
-    except adbc.OperationalError as err:  # the server did not answer, or went away: may pass later
-        raise TransientError(f"PostgreSQL {what} failed: {masked(first_line(err), url)}") from None
-    except adbc.Error as err:  # a wrong table, column or query: the same every time
-        raise NcflowError(f"PostgreSQL {what} failed: {masked(first_line(err), url)}") from None
+    except adbc.Error as err:
+        message = f"PostgreSQL {what} failed: {masked(first_line(err), url)}"
+        # The server did not answer, or went away: may pass later. A server that answered FATAL (a
+        # wrong password, user or database) and a wrong table, column or query fail the same way again.
+        transient = isinstance(err, adbc.OperationalError) and "FATAL:" not in str(err)
+        raise (TransientError if transient else NcflowError)(message) from None
     table = table.cast(pa.schema([f.remove_metadata() for f in table.schema]))  # the driver's type notes
     folder.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".snapshot.", suffix=".part", dir=folder)
