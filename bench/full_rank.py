@@ -53,7 +53,15 @@ def synthetic(users: int, items: int, positives: int, device: torch.device, seed
         return torch.from_numpy(a.astype(np.int32)).to(device)
 
     counts = {"users": users, "items": items}
-    return NCFData(put(train_user), put(train_item), put(candidates), users, items, {"counts": counts})
+    return NCFData(
+        put(train_user),
+        put(train_item),
+        put(candidates),
+        put(np.arange(users)),
+        users,
+        items,
+        {"counts": counts},
+    )
 
 
 def timed(fn, device: torch.device, repeats: int) -> tuple[list[float], object]:

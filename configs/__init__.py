@@ -50,6 +50,11 @@ class PreprocessConfig(Strict):
     test_negatives: int = Field(default=100, ge=1)  # per user, as in the NCF paper and MLPerf
     distinct_negatives: bool = False  # False: with replacement, duplicates masked at scoring (MLPerf)
     validation: bool = False  # hold out each user's second-latest item too: selection without test
+    # latest: each user's latest item is test (NVIDIA's protocol). temporal: train before `cutoff`, test on
+    # [cutoff, cutoff + horizon_days), as a retrained model is judged in production (temporal_split.py)
+    holdout: Literal["latest", "temporal"] = "latest"
+    cutoff: dt.date | None = None  # temporal: None means the last horizon_days of the data are the test
+    horizon_days: int = Field(default=7, ge=1)
     # VAE-CF (ANCHORS.md section 2)
     min_rating: float = 4.0  # NVIDIA keeps ratings >= 4; the paper > 3.5 (the same on MovieLens)
     min_user_items: int = Field(default=5, ge=2)

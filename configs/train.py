@@ -34,6 +34,10 @@ class TrainParams(SourceParams):
     gpus: int = Field(default=0, ge=0, description="torchrun processes on GPUs; 0 trains on CPUs")
     cpu_processes: int = Field(default=1, ge=1, le=64, description="CPU processes when gpus is 0")
     # Where things go (relative paths are relative to the working directory of the run)
+    force: bool = Field(
+        default=False,
+        description="retrain even when a registered model was trained on the same data, settings and code",
+    )
     data_dir: str = "data"
     runs_dir: str = "runs"  # checkpoints: runs/<flow run id>/ so a retried task resumes
     registry_dir: str = "registry"

@@ -48,7 +48,11 @@ def ncf_train(
     dropout: float | None = None,
     test_negatives: int | None = None,
     validation: bool | None = None,
+    holdout: str | None = None,
+    cutoff: date | None = None,
+    horizon_days: int | None = None,
     cpu_processes: int | None = None,
+    force: bool | None = None,
     source: str | None = None,
     user_col: str | None = None,
     item_col: str | None = None,
@@ -74,6 +78,10 @@ def ncf_train(
             without a better HR@10 (validation HR@10 with `validation`)
         validation: hold out each user's second-latest item; early stopping, the kept weights and the
             champion rule then use validation HR@10, and test is scored once, at the end
+        holdout: latest (each user's latest item is test) or temporal (train before cutoff, test on
+            the interactions of [cutoff, cutoff + horizon_days): how a retrained model is judged in production)
+        cutoff: temporal: the first test day (default: horizon_days before the end of the data)
+        horizon_days: temporal: the test window's length in days (default 7)
         batch_size: global samples (positives + negatives) per step
         mlp_layers: MLP layer sizes, the first even
         source: a mirror URL, a local archive or a folder (default: the dataset's URL); for a pg:TABLE
@@ -88,6 +96,8 @@ def ncf_train(
         max_row_drop: the data checks refuse a source whose rows dropped by more than this share
             against the previous run's snapshot (default 0.3)
         max_duplicate_share: and one whose exact repeated rows exceed this share (default 0.1)
+        force: retrain even when a registered version was trained on the same data, settings and code
+            (without it such a run ends at once: "no new data since vN")
         data_dir: raw and processed data (default data/ under the working directory)
         runs_dir: checkpoints, one folder per flow run (default runs/)
         registry_dir: the model registry (default registry/)

@@ -15,8 +15,10 @@ from typing import Any
 
 from prefect import runtime
 
+from ncflow import registry
 from ncflow.data.sources import dataset_label
 from ncflow.errors import NcflowError
+from ncflow.fingerprint import fingerprint
 from ncflow.specs import ModelSpec
 from tasks._run import artifact_key, run_logger
 from tasks.check import check_data
@@ -43,6 +45,21 @@ def run_id() -> str:
     return str(runtime.flow_run.id or uuid.uuid4())
 
 
+def unchanged(
+    model: ModelSpec, label: str, same: registry.Entry, root: Path, seconds: float
+) -> dict[str, Any]:
+    """The result of a run that stops because nothing changed since version `same`."""
+    champion = registry.champion(root, model.name, label)
+    role = "the champion" if champion and champion.version == same.version else "registered, not the champion"
+    reason = f"no new data since v{same.version} ({role}): same data, settings and code; force retrains"
+    run_logger().info("%s %s: %s", model.name, label, reason)
+    return {
+        "model": model.name, "dataset": label, "skipped": True, "reason": reason, "version": same.version,
+        "promoted": False, "champion": str(champion.path) if champion else None, "bundle": str(same.path),
+        "seconds": {"flow": round(seconds, 3)},
+    }  # fmt: skip
+
+
 def train_and_register(model: ModelSpec, dataset: str, overrides: dict[str, Any]) -> dict[str, Any]:
     """Run inside a flow: `model` on `dataset` with `overrides` (None: the dataset's YAML default)."""
     started = time.perf_counter()
@@ -66,6 +83,10 @@ def train_and_register(model: ModelSpec, dataset: str, overrides: dict[str, Any]
     )
     raw = fetch(params.dataset, paths["data_dir"], params.source, params.columns(), params.connection)
     split = params.preprocess_config()
+    run = fingerprint(raw["md5"], params.model_dump(mode="json"), split.model_dump(mode="json"))
+    same = None if params.force else registry.same_run(Path(paths["registry_dir"]), model.name, label, run)
+    if same is not None:  # the same data, settings and code: training would give the same model again
+        return unchanged(model, label, same, Path(paths["registry_dir"]), time.perf_counter() - started)
     check_data(label, raw, paths["data_dir"], split, params.check_limits())  # a failure ends the run here
     prepare = preprocess_data.with_options(
         refresh_cache=processed_missing(label, raw, paths["data_dir"], split)
@@ -78,7 +99,7 @@ def train_and_register(model: ModelSpec, dataset: str, overrides: dict[str, Any]
     )
     registered = register_model(
         model.name, label, trained["bundle"], data, scores, trained, params.model_dump(mode="json"),
-        paths["registry_dir"], metric=metric, device=params.device,
+        paths["registry_dir"], metric=metric, device=params.device, fingerprint=run,
     )  # fmt: skip
 
     flow_seconds = time.perf_counter() - started

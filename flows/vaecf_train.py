@@ -47,6 +47,7 @@ def vae_cf_train(
     eval_users_per_chunk: int | None = None,
     heldout_users: int | None = None,
     cpu_processes: int | None = None,
+    force: bool | None = None,
     source: str | None = None,
     user_col: str | None = None,
     item_col: str | None = None,
@@ -85,6 +86,8 @@ def vae_cf_train(
         max_row_drop: the data checks refuse a source whose rows dropped by more than this share
             against the previous run's snapshot (default 0.3)
         max_duplicate_share: and one whose exact repeated rows exceed this share (default 0.1)
+        force: retrain even when a registered version was trained on the same data, settings and code
+            (without it such a run ends at once: "no new data since vN")
         data_dir: raw and processed data (default data/ under the working directory)
         runs_dir: checkpoints, one folder per flow run (default runs/)
         registry_dir: the model registry (default registry/)

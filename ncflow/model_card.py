@@ -103,14 +103,22 @@ def comparison(reg: Registration, metrics: tuple[str, ...]) -> list[str]:
     shown = [*metrics, *(f"valid_{m}" for m in metrics if f"valid_{m}" in entry.metrics)]
     if metric not in shown and metric in entry.metrics:
         shown.append(metric)
+    fair = entry.record.get("comparison")
     for name in shown:
         new = entry.metrics.get(name)
         old = previous.metrics.get(name) if previous else None
         if name == metric and reg.previous_score is not None:
             old = reg.previous_score  # on this model's test set
+        if name == metric and fair:  # both on the held-out data neither trained on
+            new, old = fair["challenger"], fair["champion"]
         change = f"{new - old:+.4f}" if _number(new) and _number(old) else "-"
         label = f"**{name}** (decides)" if name == metric else name
         lines.append(f"| {label} | {_f(new)} | {_f(old)} | {change} |")
+    if fair:
+        lines += [
+            "",
+            f"The deciding row scores both models on {fair['on']}; the other rows are each model's own test set.",
+        ]
     baseline = [
         f"{name} {entry.metrics[f'popularity_{name}']:.4f}"
         for name in metrics

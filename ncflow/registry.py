@@ -88,6 +88,12 @@ def champion(root: Path, model: str, dataset: str) -> Entry | None:
     return read_entry(alias.parent / f"v{json.loads(alias.read_text())['version']}")
 
 
+def same_run(root: Path, model: str, dataset: str, fingerprint: dict[str, str]) -> Entry | None:
+    """The newest registered version trained on the same data, settings and code (ncflow/fingerprint.py)."""
+    found = [e for e in versions(root, model, dataset) if e.record.get("fingerprint") == fingerprint]
+    return found[-1] if found else None
+
+
 def resolve(root: Path, model: str, dataset: str, version: str = "champion") -> Path:
     """The folder of `version` (`champion`, `latest`, `3` or `v3`); NcflowError if there is none."""
     folder = model_dir(root, model, dataset)
@@ -120,11 +126,16 @@ def register(
     metric: str = "hr@10",
     extra: dict[str, Any] | None = None,
     rescore: Callable[[Path], float] | None = None,
+    compare: Callable[[Path], Any] | None = None,
     card: Callable[[Registration], str] | None = None,
 ) -> Registration:
     """Copy `bundle` in as the next version; make it champion if its `metric` beats the champion's.
 
-    `test_set` names the data the metrics were measured on (equal names: comparable scores).
+    `test_set` names the data the metrics were measured on (equal names: comparable scores). When
+    the champion was measured on other data, `compare(champion path)` scores both on this run's
+    held-out data that neither trained on (models/<model>/compare.py: a result with `metric`,
+    `challenger`, `champion`, `users`, `describe()` and `as_record()`); without it, `rescore(champion
+    path)` scores the champion alone on this test set.
     `card(registration)` writes MODEL_CARD.md into the version before it appears.
     """
     folder = model_dir(root, model, dataset)
@@ -135,13 +146,23 @@ def register(
         with locked(folder):
             number = 1 + max((int(p.name[1:]) for p in folder.glob("v*") if p.name[1:].isdigit()), default=0)
             previous = champion(root, model, dataset)
-            previous_score, promoted, reason = _compare(previous, metrics[metric], test_set, metric, rescore)
+            fair = _fair(previous, test_set, compare)
+            if isinstance(fair, tuple):  # the fair comparison decided (or could not be made)
+                previous_score, promoted, reason, decided = fair
+            else:
+                previous_score, promoted, reason = _compare(
+                    previous, metrics[metric], test_set, metric, rescore
+                )
+                decided = None
             record = {
-                "model": model, "dataset": dataset, "version": number, "metric": metric,
+                "model": model, "dataset": dataset, "version": number,
+                "metric": decided.metric if decided is not None else metric,
                 "metrics": metrics, "test_set": test_set, "registered_at": time.time(),
                 "source_bundle": str(Path(bundle).resolve()), "promoted": promoted, "reason": reason,
                 "previous_champion": previous.version if previous else None,
-                "previous_score": previous_score, **(extra or {}),
+                "previous_score": previous_score,
+                "comparison": None if decided is None else {**decided.as_record(), "on": decided.describe()},
+                **(extra or {}),
             }  # fmt: skip
             (staging / RECORD).write_text(json.dumps(record, indent=2, default=str) + "\n")
             entry = Entry(number, folder / f"v{number}", metrics, test_set, record)
@@ -157,6 +178,43 @@ def register(
         return result
     finally:
         shutil.rmtree(staging, ignore_errors=True)  # gone already unless something failed
+
+
+def _fair(previous: Entry | None, test_set: str, compare: Callable[[Path], Any] | None):
+    """(champion's score, promoted, reason, comparison) from `compare`, or None where it does not apply:
+    no champion, the same test set (the stored scores compare), or no comparison for this model."""
+    if previous is None or previous.test_set == test_set or compare is None:
+        return None
+    try:
+        result = compare(previous.path)
+    except Exception as err:  # noqa: BLE001 - an incomparable champion keeps its place, with the reason
+        return (
+            None,
+            False,
+            f"champion v{previous.version} could not be compared on this run's held-out data ({err}): kept",
+            None,
+        )
+    if result.users == 0:
+        return (
+            None,
+            False,
+            f"champion v{previous.version} shares no test user or item with this run: kept",
+            result,
+        )
+    on, name, new, old = result.describe(), result.metric, result.challenger, result.champion
+    if new > old:
+        return (
+            old,
+            True,
+            f"{name} {new:.4f} beats champion v{previous.version}'s {old:.4f} on {on}: promoted",
+            result,
+        )
+    return (
+        old,
+        False,
+        f"{name} {new:.4f} does not beat champion v{previous.version}'s {old:.4f} on {on}: not promoted",
+        result,
+    )
 
 
 def _compare(

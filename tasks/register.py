@@ -8,6 +8,8 @@ to the registered folder, its path in the text: a browser will not open file:// 
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,16 @@ from tasks._run import artifact, artifact_key, run_logger
 from tasks.evaluate import score_bundle
 
 
+def fair_comparison(model: str, bundle: str, data_dir: str, device: str):
+    """The model's `compare_bundles` (models/<package>/compare.py), bound to this run: the champion rule
+    on held-out data neither model trained on. None for a model without one (it is re-scored alone)."""
+    package = f"models.{spec(model).package}.compare"
+    if importlib.util.find_spec(package) is None:
+        return None
+    compare_bundles = importlib.import_module(package).compare_bundles
+    return lambda champion: compare_bundles(Path(bundle), champion, Path(data_dir), device)
+
+
 @task(name="register_model", task_run_name="register-{model}-{dataset}", cache_policy=NO_CACHE)
 def register_model(
     model: str,
@@ -35,17 +47,23 @@ def register_model(
     registry_dir: str,
     metric: str | None = None,
     device: str = "cpu",
+    fingerprint: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Register `bundle` (scored `metrics` on `data_dir`'s test set); return version, path, promotion.
 
-    The champion rule compares `metric` (default: the model's, ncflow.specs: NCF hr@10, VAE-CF ndcg@100).
+    The champion rule compares `metric` (default: the model's, ncflow.specs: NCF hr@10, VAE-CF ndcg@100)
+    on the same test set; a champion measured on other data is compared on this run's held-out data that
+    neither trained on (`fair_comparison`).
     """
     log = run_logger()
     what = spec(model)
     metric = metric or what.metric
     data = read_manifest(Path(data_dir))
     test_set = Path(data_dir).name  # dataset-protocol-hash(source md5, split config, code version)
-    extra = {"params": params, "training": {k: v for k, v in training.items() if k != "history"}}
+    extra = {
+        "params": params, "training": {k: v for k, v in training.items() if k != "history"},
+        "fingerprint": fingerprint,  # data, settings, code: a later run of the same stops (flows/training.py)
+    }  # fmt: skip
 
     def card(reg: registry.Registration) -> str:
         return model_card(
@@ -56,6 +74,7 @@ def register_model(
     reg = registry.register(
         Path(registry_dir), model, dataset, Path(bundle), metrics=metrics, test_set=test_set, metric=metric,
         extra=extra, card=card, rescore=lambda path: score_bundle(model, path, data_dir, device)[metric],
+        compare=fair_comparison(model, bundle, data_dir, device),
     )  # fmt: skip
     log.info("registered %s %s v%d at %s: %s", model, dataset, reg.entry.version, reg.entry.path, reg.reason)
 

@@ -48,3 +48,24 @@ def write_lake(table: pa.Table, folder: Path) -> Path:
     lake = lake.append_column("year", pc.strftime(times, "%Y"))
     ds.write_dataset(lake, folder, format="parquet", partitioning=["year"], partitioning_flavor="hive")
     return folder
+
+
+START = 1_577_836_800  # 2020-01-01 UTC
+
+
+def spread_over_time(table: pa.Table, days: int = 700) -> pa.Table:
+    """The same rows, each user's history spread over `days` from 2020-01-01 (in its own order), so
+    every user is active in any window; one user in ten only starts after 70% of the period, and
+    another one in ten after 90% (new users, at two times)."""
+    import numpy as np
+
+    users = np.array(table.column("customer").to_pylist())
+    order = np.lexsort((table.column("ts").to_numpy(), users))
+    _, first, counts = np.unique(users[order], return_index=True, return_counts=True)
+    rank = np.arange(len(order)) - np.repeat(first, counts)  # position in the user's own history
+    n = np.repeat(counts, counts)
+    group = np.repeat(np.arange(len(counts)) % 10, counts)
+    begin = np.select([group == 0, group == 1], [0.7, 0.9], 0.0)
+    ts = np.empty(len(order), np.int64)
+    ts[order] = START + ((begin + (1 - begin) * (rank + 0.5) / n) * days * 86_400).astype(np.int64)
+    return table.set_column(table.schema.get_field_index("ts"), "ts", pa.array(ts))

@@ -8,6 +8,7 @@ validation are configs.train.TrainParams'; this module adds NeuMF's trainer fiel
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 from typing import Any, Literal
 
@@ -56,6 +57,16 @@ class NCFTrainParams(TrainParams):
     validation: bool = Field(
         default=False, description="hold out each user's second-latest item: select (stop, promote) on it"
     )  # off: NVIDIA's protocol, where the test set is also the stopping signal
+    holdout: Literal["latest", "temporal"] = Field(
+        default="latest",
+        description="latest: each user's latest item is test; temporal: train before cutoff, test the window after",
+    )
+    cutoff: dt.date | None = Field(
+        default=None, description="temporal: the first test day (default: horizon_days before the data's end)"
+    )
+    horizon_days: int = Field(
+        default=7, ge=1, description="temporal: days of interactions after the cutoff to test on"
+    )
 
     @field_validator("mlp_layers")
     @classmethod
@@ -75,6 +86,9 @@ class NCFTrainParams(TrainParams):
             protocol="ncf",
             test_negatives=self.test_negatives,
             validation=self.validation,
+            holdout=self.holdout,
+            cutoff=self.cutoff,
+            horizon_days=self.horizon_days,
             **self.source_settings(),
         )
 

@@ -27,6 +27,7 @@ from models.ncf.metrics import hit_ndcg
 from models.ncf.model import NeuMF
 
 SumsFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+COLD_COUNTS = ("cold_start_users", "cold_start_items", "cold_start_rows", "repeat_rows")
 
 
 def chunk_sums(model: NeuMF, precision: Precision, k: int) -> SumsFn:
@@ -104,25 +105,35 @@ def seen_items(data: NCFData, split: str) -> CSR:
 
 
 def full_rank(score_fn: ScoreFn, data: NCFData, split: str = "test", chunk: int = 1024) -> dict[str, float]:
-    """Full-ranking metrics of `split`'s held-out item of each of its users (one host process)."""
+    """Full-ranking metrics of `split`'s held-out items of each of its users (one host process): the
+    held-out item, or with the temporal protocol every target of the test window."""
     if split == "test":
-        users, held_out = torch.arange(data.n_users, device=data.candidates.device), data.candidates[:, 0]
+        users, held_out = data.test_user.long(), data.candidates[:, 0]
     else:
         users, held_out = data.valid_user.long(), data.valid_candidates[:, 0]
-    targets = CSR.from_numpy(np.arange(len(users) + 1), held_out.cpu().numpy(), users.device)
+    if split == "test" and data.targets is not None:
+        targets = CSR.from_numpy(*data.targets, users.device)
+    else:
+        targets = CSR.from_numpy(np.arange(len(users) + 1), held_out.cpu().numpy(), users.device)
     return full_rank_metrics(score_fn, users, seen_items(data, split), targets, chunk=chunk)
 
 
 @torch.no_grad()
 def evaluate(
-    sums_fn: SumsFn, candidates: torch.Tensor, *, rank: int = 0, world_size: int = 1, chunk: int = 32768
+    sums_fn: SumsFn,
+    candidates: torch.Tensor,
+    users: torch.Tensor,
+    *,
+    rank: int = 0,
+    world_size: int = 1,
+    chunk: int = 32768,
 ) -> tuple[float, float]:
-    """Mean HR@k, NDCG@k; each rank scores a contiguous share of users, the sums are all-reduced."""
-    n_users = candidates.shape[0]
-    lo, hi = n_users * rank // world_size, n_users * (rank + 1) // world_size
-    offset = lambda users, cands, valid: sums_fn(users + lo, cands, valid)  # noqa: E731
-    sums = all_reduce_sum(candidate_sums(offset, candidates[lo:hi], chunk))
-    hr, ndcg = (sums / n_users).tolist()
+    """Mean HR@k, NDCG@k of the rows of `candidates` (row r: user users[r]); each rank scores a
+    contiguous share of the rows, the sums are all-reduced."""
+    n_rows = candidates.shape[0]
+    lo, hi = n_rows * rank // world_size, n_rows * (rank + 1) // world_size
+    sums = all_reduce_sum(candidate_sums(sums_fn, candidates[lo:hi], chunk, users[lo:hi]))
+    hr, ndcg = (sums / max(1, n_rows)).tolist()
     return hr, ndcg
 
 
@@ -142,8 +153,10 @@ def evaluate_bundle(
     resolved = resolve_precision(precision or train_cfg["precision"], where)
     model = bundle.model.eval()
     sums_fn = chunk_sums(model, resolved, train_cfg["topk"])
-    hr, ndcg = evaluate(sums_fn, data.candidates, chunk=train_cfg["eval_users_per_chunk"])
-    result = {"hr@10": hr, "ndcg@10": ndcg, "users": data.n_users, "precision": resolved.name}
+    hr, ndcg = evaluate(sums_fn, data.candidates, data.test_user, chunk=train_cfg["eval_users_per_chunk"])
+    result = {"hr@10": hr, "ndcg@10": ndcg, "users": len(data.test_user), "precision": resolved.name}
+    counts = data.manifest["counts"]  # what the temporal protocol could not test, reported beside it
+    result |= {name: counts[name] for name in COLD_COUNTS if name in counts}
     if data.has_validation:
         sums = candidate_sums(
             sums_fn, data.valid_candidates, train_cfg["eval_users_per_chunk"], data.valid_user

@@ -153,10 +153,15 @@ class Trainer:
         self.eval_sums = chunk_sums(self.model, precision, cfg.topk)
         self.checkpoints = BackgroundCheckpoint(d.device)
         self.best: dict | None = None  # {"epoch", "value", "model": this rank's weights} (validation)
-        if data.has_validation:  # this rank's validation users, as local rows of its user table
-            mine = (data.valid_user >= self.user_lo) & (data.valid_user < self.user_hi)
-            self.valid_local = (data.valid_user[mine] - self.user_lo).contiguous()
-            self.valid_candidates = data.valid_candidates[mine].contiguous()
+        # This rank's test (and validation) users, as local rows of its user table, with their candidates.
+        self.test_local, self.test_candidates = self.owned(data.test_user, data.candidates)
+        if data.has_validation:
+            self.valid_local, self.valid_candidates = self.owned(data.valid_user, data.valid_candidates)
+
+    def owned(self, users: torch.Tensor, candidates: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(local user rows, candidates) of the held-out rows whose users this rank's shard holds."""
+        mine = (users >= self.user_lo) & (users < self.user_hi)
+        return (users[mine] - self.user_lo).contiguous(), candidates[mine].contiguous()
 
     # ------------------------------------------------------------------------------------- the step
     def forward_backward(self) -> torch.Tensor:
@@ -241,20 +246,17 @@ class Trainer:
         return float(all_reduce_sum(loss_sum / self.steps))
 
     def evaluate(self) -> tuple[float, float]:
-        """HR@k and NDCG@k over all users: each rank scores the users it owns."""
-        self.model.eval()
-        candidates = self.data.candidates[self.user_lo : self.user_hi]
-        sums = all_reduce_sum(candidate_sums(self.eval_sums, candidates, self.cfg.eval_users_per_chunk))
-        hr, ndcg = (sums / self.data.n_users).tolist()
-        return hr, ndcg
+        """HR@k and NDCG@k over the test users: each rank scores those it owns."""
+        return self.hit_ndcg(self.test_local, self.test_candidates, len(self.data.test_user))
 
     def validate(self) -> tuple[float, float]:
         """HR@k and NDCG@k over the validation users: each rank scores those it owns."""
+        return self.hit_ndcg(self.valid_local, self.valid_candidates, len(self.data.valid_user))
+
+    def hit_ndcg(self, local: torch.Tensor, candidates: torch.Tensor, n_rows: int) -> tuple[float, float]:
         self.model.eval()
-        sums = candidate_sums(
-            self.eval_sums, self.valid_candidates, self.cfg.eval_users_per_chunk, self.valid_local
-        )
-        hr, ndcg = (all_reduce_sum(sums) / max(1, len(self.data.valid_user))).tolist()
+        sums = candidate_sums(self.eval_sums, candidates, self.cfg.eval_users_per_chunk, local)
+        hr, ndcg = (all_reduce_sum(sums) / max(1, n_rows)).tolist()
         return hr, ndcg
 
     def keep_if_best(self, epoch: int, value: float) -> bool:

@@ -46,6 +46,7 @@ class Interactions:
     timestamp: np.ndarray  # (N,) int64; the row number where the source has no times
     user_dictionary: pa.Array | None = None  # code -> original (string) id; None: `user` holds the ids
     item_dictionary: pa.Array | None = None
+    ticks_per_second: int = 1  # the timestamp's unit; 0: no time column (row order)
 
     def __len__(self) -> int:
         return len(self.user)
@@ -70,6 +71,7 @@ def to_interactions(raw: RawLog, since: dt.date | None = None, until: dt.date | 
         timestamp=table.column("timestamp").to_numpy().astype(np.int64, copy=False),
         user_dictionary=user_dictionary,
         item_dictionary=item_dictionary,
+        ticks_per_second=raw.ticks_per_second,
     )
 
 

@@ -29,13 +29,20 @@ MAX_REDRAW_ROUNDS = 1000
 class NCFSplit:
     train_user: Any  # (P,) int32, sorted by (user, item)
     train_item: Any  # (P,) int32
-    test_item: Any  # (U,) int32: user u's held-out positive
-    test_negatives: Any  # (U, K) int32: never in u's training (or validation) items
+    test_item: Any  # (U,) int32: user u's held-out positive (temporal: test_user[r]'s, row r)
+    test_negatives: Any  # (U, K) int32: never in the user's training (or validation) items
     user_ids: Any  # (U,) int64: index -> original id
     item_ids: Any  # (I,) int64
     valid_user: Any = None  # (V,) int32, ascending: the users with a validation item (validation only)
     valid_item: Any = None  # (V,) int32: their second-latest positive
     valid_negatives: Any = None  # (V, K) int32: never in the user's training items
+    # The temporal protocol (ncflow/data/temporal_split.py): test rows for some users only, each with all
+    # of its targets in the window, and the window's rows that could not be tested, counted.
+    test_user: Any = (
+        None  # (T,) int32 ascending: row r of test_item is user test_user[r]; None: row u is user u
+    )
+    targets: Any = None  # (indptr (T+1,), items): each test user's targets, for full-ranking metrics
+    cold: dict | None = None  # window rows, cold-start users, items and rows, repeats
 
     @property
     def n_users(self) -> int:

@@ -11,6 +11,7 @@ never be mistaken for an old result. It is written to a temporary folder and ren
       train.parquet      user, item                            (ncf: sorted by user, item)
       test.parquet       user, item, negatives[K]              (ncf)
       valid.parquet      user, item, negatives[K]              (ncf with validation: users with >= 3 items)
+      targets.parquet    user, items: list<int32>              (ncf, temporal holdout: every test target)
       <split>.parquet    user_id, items: list<int32> (a CSR row per user)   (vaecf)
 """
 
@@ -34,6 +35,7 @@ from ncflow.data.interactions import RawLog, original_ids, to_interactions
 from ncflow.data.log_files import checksum, read_log
 from ncflow.data.ncf_split import ncf_split
 from ncflow.data.readers import find_file, read_movielens, read_titles
+from ncflow.data.temporal_split import temporal_split, temporal_window
 from ncflow.data.vae_split import SPLITS, vae_split
 from ncflow.errors import NcflowError
 from ncflow.locks import exclusive
@@ -112,24 +114,34 @@ def _write_processed(
     seconds["read"] = time.perf_counter() - start
 
     start = time.perf_counter()
+    extra: dict[str, Any] = {}  # what a protocol adds to the manifest (temporal: its cutoff and window)
     xp = get_xp(device)
     user, item = xp.asarray(interactions.user), xp.asarray(interactions.item)
     if config.protocol == "ncf":
-        split = ncf_split(
-            xp, user, item, xp.asarray(interactions.timestamp),
-            negatives=config.test_negatives, distinct=config.distinct_negatives, seed=config.seed,
-            validation=config.validation,
-        )  # fmt: skip
+        options = {
+            "negatives": config.test_negatives, "distinct": config.distinct_negatives, "seed": config.seed,
+            "validation": config.validation,
+        }  # fmt: skip
+        timestamp = xp.asarray(interactions.timestamp)
+        if config.holdout == "temporal":
+            window = temporal_window(interactions, config)
+            split = temporal_split(
+                xp, user, item, timestamp, **window.ticks(interactions.ticks_per_second), **options
+            )
+            extra["temporal"] = window.describe()
+        else:
+            split = ncf_split(xp, user, item, timestamp, **options)
         tables = ncf_tables(split, interactions.user_dictionary)
         counts = {
             "users": split.n_users,
             "items": split.n_items,
             "train_positives": len(split.train_user),
-            "test_users": split.n_users,
+            "test_users": split.n_users if split.test_user is None else len(split.test_user),
             "test_negatives": config.test_negatives,
         }
         if split.valid_user is not None:
             counts["valid_users"] = len(split.valid_user)
+        counts |= split.cold or {}
         item_codes = split.item_ids
     else:
         vsplit = vae_split(
@@ -167,6 +179,7 @@ def _write_processed(
         "ncflow_version": ncflow.__version__,
         "preprocess_version": PREPROCESS_VERSION,
         "backend": xp.__name__,
+        **extra,
     }
     with atomic_dir(out) as tmp:
         for name, table in tables.items():
@@ -179,11 +192,16 @@ def _write_processed(
 def ncf_tables(split, user_dictionary: pa.Array | None = None) -> dict[str, pa.Table]:
     n_users = split.n_users
     user_ids = original_ids(to_numpy(split.user_ids), user_dictionary)
+    test_users = np.arange(n_users, dtype=np.int32) if split.test_user is None else to_numpy(split.test_user)
     tables = {
         "users": pa.table({"index": np.arange(n_users, dtype=np.int32), "id": user_ids}),
         "train": pa.table({"user": to_numpy(split.train_user), "item": to_numpy(split.train_item)}),
-        "test": heldout_table(np.arange(n_users, dtype=np.int32), split.test_item, split.test_negatives),
+        "test": heldout_table(test_users, split.test_item, split.test_negatives),
     }
+    if split.targets is not None:  # every target of each test user (temporal): full-ranking metrics
+        indptr, items = (to_numpy(a) for a in split.targets)
+        targets = pa.ListArray.from_arrays(pa.array(indptr.astype(np.int32)), pa.array(items))
+        tables["targets"] = pa.table({"user": test_users.astype(np.int32), "items": targets})
     if split.valid_user is not None:
         tables["valid"] = heldout_table(split.valid_user, split.valid_item, split.valid_negatives)
     return tables
