@@ -164,3 +164,30 @@ def test_the_same_command_on_unchanged_data_trains_nothing_and_force_retrains(
         handle.write('"c4ca4238a0b9","SKU-1",5,1638000000\n')
     assert cli(command) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["version"] == 3
+
+
+def test_mult_vae_is_compared_without_the_test_users_the_champion_trained_on(log, tmp_path):
+    """Two VAE-CF splits of the same log with other seeds hold out other users: some of the
+    challenger's test users were the champion's training users, and are left out for both."""
+    from configs.vaecf import VAECFTrainParams
+    from models.vaecf.compare import compare_bundles as compare_vae
+
+    def split(seed: int) -> Path:
+        return preprocess(
+            "events", log, tmp_path, PreprocessConfig(protocol="vaecf", columns=COLUMNS, seed=seed)
+        )
+
+    def train(processed: Path, out: Path) -> Path:
+        config = VAECFTrainParams.for_dataset("synth-tiny", epochs=2).train_config()
+        run_trainer(torchrun_command("vaecf", processed, out, config, 1))
+        return out / "bundle"
+
+    old, new = split(1), split(2)
+    champion, challenger = train(old, tmp_path / "champion"), train(new, tmp_path / "challenger")
+    result = compare_vae(challenger, champion, new)
+    trained = set(pq.read_table(old / "train.parquet").column("user_id").to_pylist())
+    assert set(pq.read_table(champion / "train_users.parquet").column("id").to_pylist()) == trained
+    test_users = pq.read_table(new / "test_foldin.parquet").column("user_id").to_pylist()
+    assert result.trained_on == sum(u in trained for u in test_users) > 0
+    assert 0 < result.users <= result.test_users - result.trained_on
+    assert result.metric == "ndcg@100" and "test users it trained on left out" in result.describe()

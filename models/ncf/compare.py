@@ -42,8 +42,9 @@ class Comparison:
     test_users: int  # the challenger's test users
     unknown_users: int  # test users the champion never saw
     unknown_items: int  # distinct target items outside the catalogue both know
-    trained_on: int  # targets left out because the champion trained on them
+    trained_on: int  # held-out rows left out because the champion trained on them (-1: unknown)
     scores: dict  # {"challenger": {metric: value}, "champion": {...}}
+    trained_on_what: str = "held-out items"  # what `trained_on` counts (Mult-VAE: test users)
 
     def describe(self) -> str:
         """Which held-out data both were scored on, in words (for the reason and the card)."""
@@ -55,8 +56,10 @@ class Comparison:
         parts = [f"{self.users:,} of {self.test_users:,} test users"]
         if never:
             parts.append(f"the champion never saw {never}")
-        if self.trained_on:
-            parts.append(f"{self.trained_on:,} held-out items it trained on left out")
+        if self.trained_on > 0:
+            parts.append(f"{self.trained_on:,} {self.trained_on_what} it trained on left out")
+        elif self.trained_on < 0:
+            parts.append("its training users are not recorded, so none could be left out")
         return "the same held-out data (" + "; ".join(parts) + ")"
 
     def as_record(self) -> dict:

@@ -6,6 +6,7 @@
       metrics.json        final validation and test metrics, per-epoch history
       data.json           the processed dataset's manifest (source checksum, counts, split config)
       items.parquet       index -> original item id, title
+      train_users.parquet the training users' original ids (models/vaecf/compare.py)
 
 No user table is needed: Mult-VAE is a fold-in model. A user, new or old, is the list of items they
 liked; `recommend_foldin` encodes that list and ranks the rest, with no retraining.
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -40,6 +42,9 @@ def write_bundle(path: Path, model: MultVAE, train_config, data_dir: Path, metri
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         shutil.copyfile(data_dir / "manifest.json", tmp / "data.json")
         shutil.copyfile(data_dir / "items.parquet", tmp / "items.parquet")
+        # Who it trained on: the champion rule never scores a later model's test users it knows.
+        users = read_table(data_dir / "train.parquet", columns=["user_id"]).rename_columns(["id"])
+        pq.write_table(users, tmp / "train_users.parquet")
     return Path(path)
 
 
