@@ -118,6 +118,7 @@ def train_and_register(model: ModelSpec, dataset: str, overrides: dict[str, Any]
             for name in model.full_metrics
             if f"popularity_{name}" in scores
         },
+        **{name: value for name, value in scores.items() if name.startswith("cold_start_")},  # temporal
         f"trainer_{metric}": trained[model.trainer_key(metric)],
         "epochs": trained["epochs"],
         "bundle": registered["path"],
