@@ -1,11 +1,12 @@
-"""Fixtures shared across test modules: an in-process Prefect server, and the real stack of the
-end-to-end tests (tests/e2e_stack.py), started once for the session and its logs checked when it stops."""
+"""Fixtures shared across test modules: an in-process Prefect server, a real PostgreSQL server, and the
+real stack of the end-to-end tests (tests/e2e_stack.py) with its database in that PostgreSQL, started
+once for the session and its logs checked when it stops."""
 
 from __future__ import annotations
 
 import pytest
 from e2e_stack import Stack, start_stack, stop_stack
-from postgres_server import PostgresServer, postgres_server
+from postgres_server import PASSWORD, PostgresServer, postgres_server
 
 
 @pytest.fixture(scope="session")
@@ -19,9 +20,12 @@ def prefect_server():
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory) -> Stack:
-    running = start_stack(tmp_path_factory.mktemp("prefect"))
+def stack(tmp_path_factory, postgres) -> Stack:
+    """The real stack; its server keeps its database in the session's PostgreSQL, as in production."""
+    database = postgres.url(postgres.create_database("prefect"), driver="postgresql+asyncpg")
+    running = start_stack(tmp_path_factory.mktemp("prefect"), database)
     try:
+        assert int(postgres.psql("SELECT count(*) FROM deployment", "prefect")) > 0  # deployed there
         yield running
         problems = running.log_problems()
     finally:
@@ -29,6 +33,8 @@ def stack(tmp_path_factory) -> Stack:
     assert not problems, "tracebacks or ERROR lines in the server's or a worker's log:\n" + "\n".join(
         problems[:40]
     )
+    leaks = [log.name for log in running.logs if PASSWORD in log.read_text(errors="replace")]
+    assert not leaks, f"the database password is in {leaks}"
 
 
 @pytest.fixture(scope="session")

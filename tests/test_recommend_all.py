@@ -198,11 +198,22 @@ def test_a_failing_worker_leaves_no_partial_output(root, scheduler, tmp_path, mo
 def test_batch_recommend_flow_writes_the_same_rows_and_refuses_bad_k(
     root, scheduler, prefect_server, tmp_path
 ):
+    """The flow's rows equal `ncflow recommend --all`'s on the same champion and cluster, row by row and
+    score by score (the CLI's rows are checked against the bundle's own `recommend` above). A bad k
+    fails the flow run with its reason, before anything is written."""
     from flows.batch_recommend import batch_recommend
 
     common = {"registry_dir": str(root / "registry"), "scheduler": scheduler, "device": "cpu"}
     result = batch_recommend("synth-tiny", k=3, out=str(tmp_path / "nightly"), **common)
-    with pytest.raises(Exception, match="k"):
-        batch_recommend("synth-tiny", k=0, out=str(tmp_path / "bad"), **common)
+    same = ["--dataset", "synth-tiny", "--registry-dir", str(root / "registry"), "--device", "cpu", "-k", "3"]
+    assert cli(["recommend", "--all", *same, "--scheduler", scheduler, "--out", str(tmp_path / "cli")]) == 0
+    nightly, by_cli = pq.read_table(tmp_path / "nightly"), pq.read_table(tmp_path / "cli")
+    assert nightly.num_rows == 500 * 3 and nightly.equals(by_cli)
+    champion = locate_job("ncf", "synth-tiny", registry_dir=root / "registry").bundle
     assert result["rows"] == 500 * 3 and result["path"] == str(tmp_path / "nightly")
-    assert pq.read_table(tmp_path / "nightly").num_rows == 1500 and not (tmp_path / "bad").exists()
+    assert str(result["bundle"]) == str(champion), result
+
+    with pytest.raises(NcflowError) as refused:
+        batch_recommend("synth-tiny", k=0, out=str(tmp_path / "bad"), **common)
+    assert str(refused.value) == "-k must be at least 1, got 0"
+    assert not (tmp_path / "bad").exists()
