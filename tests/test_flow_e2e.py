@@ -131,14 +131,19 @@ def test_deployment_runs_caches_registers_and_refuses_bad_parameters(stack):
     assert "### Full ranking" in (champion / "MODEL_CARD.md").read_text()
     print(f"\nfirst run: {first['seconds']:.1f} s in the flow run, {result['seconds']}", file=sys.stderr)
 
+    assert first["tasks"]["check-synth-tiny"] == "Completed" and "synth-tiny-data-report" in keys
+
+    # The same data, settings and code: the run stops after fetching, before any trainer starts.
     second = run_deployment(stack, DEPLOYMENT, *where, "epochs=3")
     assert second["state"] == "Completed", second["logs"][-3000:]
-    assert (
-        second["tasks"]["fetch-synth-tiny"] == "Cached"
-        and second["tasks"]["preprocess-synth-tiny"] == "Cached"
-    )
-    assert second["result"]["version"] == 2 and not second["result"]["promoted"]  # same score: not better
-    print(f"second run: {second['seconds']:.1f} s, {second['result']['seconds']}", file=sys.stderr)
+    assert second["tasks"] == {"fetch-synth-tiny": "Cached"}, second["tasks"]
+    assert second["result"]["skipped"] and second["result"]["version"] == 1
+    assert "no new data since v1 (the champion)" in second["logs"]
+    forced = run_deployment(stack, DEPLOYMENT, *where, "epochs=3", "force=true")
+    assert forced["state"] == "Completed", forced["logs"][-3000:]
+    assert forced["tasks"]["fetch-synth-tiny"] == forced["tasks"]["preprocess-synth-tiny"] == "Cached"
+    assert forced["result"]["version"] == 2 and not forced["result"]["promoted"]  # same score: not better
+    print(f"second run: {second['seconds']:.1f} s, forced {forced['seconds']:.1f} s", file=sys.stderr)
 
     for bad, message in [
         ("dataset=nope", "unknown dataset 'nope'"),
