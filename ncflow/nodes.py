@@ -90,7 +90,7 @@ def place_nodes(
         sharing = per_host[info["host"]]
         env = {HOST_PROCESSES: str(len(sharing) * (gpus or cpu_processes)), **AGENT_ENV}
         if gpus:
-            have = list(info["gpus"])
+            have = sorted(info["gpus"])  # one order on every worker of the host (dask-cuda rotates it)
             if len(have) < gpus * len(sharing):
                 raise NcflowError(
                     f"host {info['host']} has {len(have)} GPU(s), too few for {len(sharing)} node(s) "
@@ -115,12 +115,15 @@ def agent_args(
     `--local-addr`: the address the other nodes reach this one at, the worker's Dask address, rather
     than torchrun's guess (the host's fully qualified name, which other hosts often cannot resolve).
     `is_host`: said, not guessed, so that two nodes on one host do not both try to host the store.
+    `keep_alive_*`: a lost node's place in the rendezvous is given up after 3 missed heartbeats 2 s
+    apart (torch's default, 3 x 5 s, kept its replacement waiting 15 s).
     """
     return [
         "-m", "torch.distributed.run",
         f"--nnodes={nodes}", f"--nproc-per-node={node.processes}",
         "--rdzv-backend=c10d", f"--rdzv-endpoint={endpoint}", f"--rdzv-id={run_id}",
-        f"--rdzv-conf=join_timeout={join_timeout_s},is_host={str(node.rank == 0).lower()}",
+        f"--rdzv-conf=join_timeout={join_timeout_s},is_host={str(node.rank == 0).lower()},"
+        "keep_alive_interval=2,keep_alive_max_attempt=3",
         f"--max-restarts={MAX_RESTARTS}", f"--local-addr={node.address}",
         *trainer,
     ]  # fmt: skip

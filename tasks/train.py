@@ -27,6 +27,7 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 from torch import device as torch_device
 
+from ncflow.errors import NcflowError
 from ncflow.launch import TrainerFailed, TrainerRun, run_trainer, torchrun_command
 from ncflow.learning_curve import learning_curve_markdown
 from ncflow.specs import ModelSpec, spec
@@ -51,6 +52,8 @@ def _worth_retrying(task, task_run, state) -> bool:
         state.result()
     except TrainerFailed as err:
         return err.retryable
+    except NcflowError:  # bad input said in one line (e.g. a Dask cluster that cannot hold the nodes)
+        return False
     except Exception:  # noqa: BLE001 - anything else (e.g. a killed process) may well pass next time
         return True
     return True
