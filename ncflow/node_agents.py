@@ -44,6 +44,7 @@ from ncflow.nodes import (
 
 REPO = Path(__file__).resolve().parents[1]  # the agents run the trainer from the same checkout path
 ENDS_WITHIN_S = 10.0  # after the last agent task finished, for its last forwarded lines to arrive
+WORKERS_CHECKED_EVERY_S = 2.0  # is every node's worker still in the cluster?
 
 
 class AgentLost(RuntimeError):
@@ -144,7 +145,7 @@ def train_on_nodes(
     ]
     follow = Follower(on_event, on_line)
     try:
-        failure = follow.until_done(futures, inbox)
+        failure = follow.until_done(client, futures, placed, inbox)
     finally:
         client.cancel(futures)  # stops every agent still running (run_agent's `cancelled`)
         client.unsubscribe_topic(topic)
@@ -190,25 +191,32 @@ class Follower:
         except queue.Empty:
             pass
 
-    def until_done(self, futures: list, inbox: queue.Queue) -> dict | None:
-        """None when every agent ended well; else the first failing node's result."""
+    def until_done(self, client, futures: list, placed: list[Node], inbox: queue.Queue) -> dict | None:
+        """None when every agent ended well; else the first failing node's result. A node whose worker
+        left the cluster (its machine lost) fails the attempt at once, to be retried elsewhere: its
+        pinned task would otherwise wait for that worker for ever."""
+        checked = time.monotonic()
         while True:
             self.drain(inbox, 0.2)
-            for future in futures:
+            for node, future in zip(placed, futures):
                 if future.status == "error":
-                    err = future.exception()
-                    return {"node": futures.index(future), "returncode": 1, "tail": [repr(err)], "errors": []}
+                    return failure(node, [repr(future.exception())])
                 if future.status in ("cancelled", "lost"):
-                    return {
-                        "node": futures.index(future),
-                        "returncode": 1,
-                        "tail": [future.status],
-                        "errors": [],
-                    }
+                    return failure(node, [f"its agent's Dask task was {future.status}"])
                 if future.status == "finished" and future.result()["returncode"] != 0:
                     return future.result()
             if all(future.status == "finished" for future in futures):
                 break
+            if time.monotonic() - checked > WORKERS_CHECKED_EVERY_S:
+                checked = time.monotonic()
+                present = set(client.scheduler_info(n_workers=-1)["workers"])
+                gone = [
+                    n for n, f in zip(placed, futures) if n.worker not in present and f.status == "pending"
+                ]
+                if gone:
+                    return failure(
+                        gone[0], [f"node {gone[0].rank}'s worker {gone[0].worker} left the Dask cluster"]
+                    )
         deadline = time.monotonic() + ENDS_WITHIN_S  # their last lines may still be on the way
         while len(self.ended) < len(futures) and time.monotonic() < deadline:
             self.drain(inbox, 0.2)
@@ -232,3 +240,8 @@ class Follower:
                 f"{len(placed)} nodes: {who}",
             )
         return TrainerFailed(failure["returncode"], tail, errors)
+
+
+def failure(node: Node, tail: list[str]) -> dict[str, Any]:
+    """A node's failure that its agent could not report itself: retryable (no `error:` line)."""
+    return {"node": node.rank, "returncode": 1, "tail": tail, "errors": []}

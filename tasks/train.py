@@ -13,6 +13,9 @@ each per run, always the run so far.
 Retries resume: the trainer checkpoints after every epoch (VAE-CF: every `checkpoint_every`) into `out_dir`, which the flow keeps fixed
 for the flow run (runs/<flow run id>/), and a restarted trainer continues after the last
 checkpointed epoch. A failure the trainer explains with `error: ...` (bad data, bad setting) is not retried.
+
+Several machines (`nodes` > 1): the same trainer, one torchrun agent per Dask worker
+(ncflow/node_agents.py); rank 0's events and every node's lines arrive here as from one process.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from e2e_stack import REPO, free_port, run_deployment, trainer_pids, wait_until
+from e2e_stack import REPO, free_port, parent, run_deployment, trainer_pids, wait_until
 from safetensors.torch import load_file
 
 from configs.ncf import NCFTrainParams
@@ -201,6 +201,33 @@ def test_a_killed_node_agent_rejoins_and_training_ends_with_the_same_weights(
     assert any("node 1: its torchrun agent was killed (signal 9)" in line for line in lines)
     assert run.done["epochs"] == EPOCHS
     assert same(weights(out), reference)
+
+
+def test_a_lost_worker_machine_fails_the_attempt_for_a_retry_elsewhere(cluster, data, tmp_path):
+    """Node 1's Dask worker process killed (its nanny starts a new one, at another address): the
+    attempt fails at once, retryable, instead of waiting for that worker for ever."""
+    out = tmp_path / "lost"
+    result: dict = {}
+
+    def train() -> None:
+        try:
+            on_nodes(cluster, "ncf", data[1], out, NCF.train_config())
+        except BaseException as err:  # noqa: BLE001 - checked below
+            result["error"] = err
+
+    thread = threading.Thread(target=train)
+    thread.start()
+    wait_until(
+        lambda: (out / "checkpoint.pt").is_file() or not thread.is_alive(), "the first checkpoint", 300
+    )
+    (agent,) = [pid for pid in trainer_pids(out) if _is_agent(pid, host=False)]
+    os.kill(parent(agent), signal.SIGKILL)  # the worker process that runs node 1's agent
+    thread.join(timeout=300)
+    failed = result.get("error")
+    assert isinstance(failed, TrainerFailed) and failed.retryable, failed
+    assert "node 1's worker tcp://127.0.0.1:" in str(failed) and "left the Dask cluster" in str(failed)
+    wait_until(lambda: not trainer_pids(out), "every agent and trainer of the attempt to end", 60)
+    cluster.wait_for_workers(2, timeout=120)  # the nanny's new worker, for the tests after this one
 
 
 def _is_agent(pid: int, host: bool) -> bool:
