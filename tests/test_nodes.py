@@ -10,6 +10,7 @@ real torchrun agent with one gloo process.
 - A node that never joins: the run fails after the rendezvous timeout with one line naming it, and
   the Prefect run ends Failed with that line.
 - A node that cannot see runs_dir (a worker in a mount namespace of its own): one line, before any epoch.
+- A node's worker process lost: the attempt fails at once, retryable. A cancelled run: every agent stops.
 """
 
 from __future__ import annotations
@@ -24,7 +25,17 @@ from pathlib import Path
 
 import pytest
 import torch
-from e2e_stack import REPO, free_port, parent, run_deployment, trainer_pids, wait_until
+from e2e_stack import (
+    REPO,
+    finished_run,
+    free_port,
+    parent,
+    prefect,
+    run_deployment,
+    start_run,
+    trainer_pids,
+    wait_until,
+)
 from safetensors.torch import load_file
 
 from configs.ncf import NCFTrainParams
@@ -318,3 +329,30 @@ def test_two_nodes_through_a_deployment_on_a_real_worker(cluster, reference, sta
     assert "2 nodes, rendezvous 127.0.0.1:" in run["logs"] and run["result"]["epochs"] == EPOCHS
     trained = stack.tmp / "runs" / str(run["run"].id)
     assert same(weights(trained), reference)
+
+
+def test_cancelling_a_two_node_run_stops_the_agents_on_the_dask_workers(cluster, stack):
+    """`prefect flow-run cancel` ends the flow process and with it its Dask client: the workers mark
+    the agent tasks cancelled and each stops its agent, whose trainers follow."""
+    where = [f"{name}_dir={stack.tmp / name}" for name in ("data", "runs", "registry")]
+    with stack.expected_failures():
+        run_id = start_run(
+            stack.env,
+            "ncf-train/synth-tiny",
+            *where,
+            "epochs=1000",
+            "nodes=2",
+            f"scheduler={cluster.scheduler.address}",
+        )
+        out = stack.tmp / "runs" / run_id
+        wait_until(lambda: (out / "checkpoint.pt").is_file(), "the first checkpoint")
+        assert len([pid for pid in trainer_pids(out) if "torch.distributed.run" in _cmdline(pid)]) == 2
+        prefect(stack.env, "flow-run", "cancel", run_id)
+        run = stack.call(finished_run, run_id)
+    assert run["state"] == "Cancelled", run["logs"][-3000:]
+    wait_until(lambda: not trainer_pids(out), "both agents and their trainers to end", 60)
+    assert not (out / "bundle").exists()
+
+
+def _cmdline(pid: int) -> str:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
