@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from models.common.distributed import HOST_PROCESSES
 from ncflow.errors import NcflowError
 
 MAX_RESTARTS = 3  # torchrun restarts of the whole group after a lost node or process, then the task's retries
@@ -67,6 +66,8 @@ def place_nodes(
 ) -> list[Node]:
     """`nodes` workers of `workers` ({address: describe_worker()}), distinct hosts first; each node
     runs `gpus` processes on GPUs of its own, or `cpu_processes` gloo processes when gpus is 0."""
+    from models.common.distributed import HOST_PROCESSES  # here: workers import this module, not torch
+
     if nodes < 1:
         raise NcflowError(f"nodes must be at least 1, got {nodes}")
     if len(workers) < nodes:

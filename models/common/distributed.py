@@ -57,7 +57,7 @@ def cpu_threads() -> int:
     Processes that share cores must not each take all of them: OpenMP threads spin while they wait,
     and oversubscribed ones starve the threads doing the work. Two single-process nodes on one 2-core
     host (the 127.0.0.1 stand-in for two machines) took 2 threads each, and their first epoch ran
-    5-20x slower than one node with 2 processes (bench/RESULTS.md section 11). torchrun's
+    5-25x slower than one node with 2 processes (bench/RESULTS.md section 11). torchrun's
     LOCAL_WORLD_SIZE counts only one agent's processes; ncflow/nodes.py sets NCFLOW_HOST_PROCESSES
     when it places several agents on one host.
     """
