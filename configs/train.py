@@ -41,6 +41,20 @@ class TrainParams(SourceParams):
     data_dir: str = "data"
     runs_dir: str = "runs"  # checkpoints: runs/<flow run id>/ so a retried task resumes
     registry_dir: str = "registry"
+    # --- Several machines (issue 19; ncflow/nodes.py): one torchrun agent per node on a Dask worker,
+    # joined by torchrun's c10d rendezvous. data_dir and runs_dir must then be on a shared disk.
+    nodes: int = Field(
+        default=1, ge=1, le=1024,
+        description="machines; above 1, one torchrun agent per Dask worker, gpus (or cpu_processes) each",
+    )  # fmt: skip
+    scheduler: str | None = Field(
+        default=None, pattern=r"^[a-z][a-z0-9+]*://\S+$",
+        description="tcp://HOST:PORT of the Dask cluster whose workers are the nodes (none: a local one)",
+    )  # fmt: skip
+    rendezvous_timeout: int = Field(
+        default=600, ge=1, description="seconds the nodes wait for each other before the run fails"
+    )
+    # --- end of the several-machines block
 
     @classmethod
     def for_dataset(cls, dataset: str, **overrides: Any) -> Self:
@@ -70,6 +84,14 @@ class TrainParams(SourceParams):
     @property
     def processes(self) -> int:
         return self.gpus if self.gpus > 0 else self.cpu_processes
+
+    def node_settings(self) -> dict[str, Any]:
+        """train_model's multi-node arguments."""
+        return {
+            "nodes": self.nodes,
+            "scheduler": self.scheduler,
+            "rendezvous_timeout": self.rendezvous_timeout,
+        }
 
     def train_config(self) -> dict[str, Any]:
         """The trainer's settings (its TrainConfig's field names), device included."""

@@ -67,6 +67,10 @@ def ncf_train(
     data_dir: str | None = None,
     runs_dir: str | None = None,
     registry_dir: str | None = None,
+    # several machines (issue 19)
+    nodes: int | None = None,
+    scheduler: str | None = None,
+    rendezvous_timeout: int | None = None,
 ) -> dict[str, Any]:
     """Train NeuMF on `dataset` and register it; None means the dataset's default (configs/ncf/).
 
@@ -101,6 +105,11 @@ def ncf_train(
         data_dir: raw and processed data (default data/ under the working directory)
         runs_dir: checkpoints, one folder per flow run (default runs/)
         registry_dir: the model registry (default registry/)
+        nodes: machines (default 1); above 1, one torchrun agent on each of `nodes` Dask workers, with
+            `gpus` GPUs (or `cpu_processes` CPU processes) each; data_dir and runs_dir on a shared disk
+        scheduler: tcp://HOST:PORT of the Dask cluster whose workers are the nodes (default: a local
+            cluster of `nodes` processes on this machine)
+        rendezvous_timeout: seconds the nodes wait for each other before the run fails (default 600)
     """
     overrides = {name: value for name, value in locals().items() if name != "dataset"}  # the parameters
     return train_and_register(MODEL, dataset, overrides)

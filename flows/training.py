@@ -66,7 +66,8 @@ def train_and_register(model: ModelSpec, dataset: str, overrides: dict[str, Any]
     log = run_logger()
     try:
         params = model.params.for_dataset(dataset, **overrides)
-        check_gpus(params.gpus)
+        if params.nodes == 1:  # several nodes: each host's GPUs are checked where it is (ncflow/nodes.py)
+            check_gpus(params.gpus)
     except NcflowError as err:
         log.error("refusing to start: %s", err)
         raise
@@ -93,7 +94,9 @@ def train_and_register(model: ModelSpec, dataset: str, overrides: dict[str, Any]
     )
     data = prepare(label, raw, paths["data_dir"], split, device=params.device)
     out = str(Path(paths["runs_dir"]) / run_id())  # fixed for the run: a retried training task resumes
-    trained = train_model(model.name, data, out, params.train_config(), params.processes, key)
+    trained = train_model(
+        model.name, data, out, params.train_config(), params.processes, key, **params.node_settings()
+    )
     scores = evaluate_model(
         model.name, trained["bundle"], data, params.device, expected=trained, metric=metric
     )

@@ -64,13 +64,9 @@ def config_flags(config: Mapping[str, Any]) -> list[str]:
     return flags
 
 
-def torchrun_command(
-    model: str, data_dir: Path, out_dir: Path, config: Mapping[str, Any], nproc: int
-) -> list[str]:
-    """torchrun for several processes; one process runs the trainer directly. torchrun's agent is a
-    second Python that imports torch and outlives its worker: measured 2026-11-22 on an H200, it added
-    about 5 s to a 13 s run (bench/RESULTS.md)."""
-    trainer = [
+def trainer_args(model: str, data_dir: Path, out_dir: Path, config: Mapping[str, Any]) -> list[str]:
+    """`-m models.<model>.train --data ... --out ... [flags]`: what python or torchrun runs."""
+    return [
         "-m",
         f"models.{model}.train",
         "--data",
@@ -79,6 +75,15 @@ def torchrun_command(
         str(out_dir),
         *config_flags(config),
     ]
+
+
+def torchrun_command(
+    model: str, data_dir: Path, out_dir: Path, config: Mapping[str, Any], nproc: int
+) -> list[str]:
+    """torchrun for several processes; one process runs the trainer directly. torchrun's agent is a
+    second Python that imports torch and outlives its worker: measured 2026-11-22 on an H200, it added
+    about 5 s to a 13 s run (bench/RESULTS.md). Several machines: ncflow/nodes.py."""
+    trainer = trainer_args(model, data_dir, out_dir, config)
     if nproc == 1:
         return [sys.executable, *trainer]
     return [
@@ -128,10 +133,16 @@ def run_trainer(
     on_line: Callable[[str], None] = lambda line: None,
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
+    *,
+    require_done: bool = True,
+    stop_when: Callable[[], bool] | None = None,
 ) -> TrainerRun:
     """Run `command`, calling `on_event` per JSON line of stdout and `on_line` per other line, as they come.
 
-    Raises TrainerFailed (with the last stderr lines) if it exits non-zero or never reports `done`.
+    Raises TrainerFailed (with the last stderr lines) if it exits non-zero or, with `require_done`,
+    never reports `done` (one node of several may hold no rank that speaks). `stop_when` is asked
+    every half second; when it answers True the child is stopped (ncflow/node_agents.py: the run
+    that placed this node was cancelled).
     """
     run = TrainerRun()
     tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL)
@@ -155,6 +166,8 @@ def run_trainer(
 
     reader = threading.Thread(target=pump_stderr, name="trainer-stderr", daemon=True)
     reader.start()
+    if stop_when is not None:
+        threading.Thread(target=_stop_when, args=(proc, stop_when), name="trainer-stop", daemon=True).start()
     try:
         assert proc.stdout is not None
         for line in proc.stdout:
@@ -180,9 +193,17 @@ def run_trainer(
         run.wall_seconds = time.perf_counter() - start
     if returncode != 0:
         raise TrainerFailed(returncode, list(tail), errors)
-    if run.done is None:
+    if run.done is None and require_done:
         raise TrainerFailed(returncode, [*tail, "(the trainer ended without a 'done' event)"], errors)
     return run
+
+
+def _stop_when(proc: subprocess.Popen, asked: Callable[[], bool], every_s: float = 0.5) -> None:
+    while proc.poll() is None:
+        if asked():
+            stop(proc)
+            return
+        time.sleep(every_s)
 
 
 def stop(proc: subprocess.Popen, grace_s: float = 15.0) -> None:

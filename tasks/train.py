@@ -13,6 +13,9 @@ each per run, always the run so far.
 Retries resume: the trainer checkpoints after every epoch (VAE-CF: every `checkpoint_every`) into `out_dir`, which the flow keeps fixed
 for the flow run (runs/<flow run id>/), and a restarted trainer continues after the last
 checkpointed epoch. A failure the trainer explains with `error: ...` (bad data, bad setting) is not retried.
+
+Several machines (`nodes` > 1): the same trainer, one torchrun agent per Dask worker
+(ncflow/node_agents.py); rank 0's events and every node's lines arrive here as from one process.
 """
 
 from __future__ import annotations
@@ -27,13 +30,14 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 from torch import device as torch_device
 
-from ncflow.launch import run_trainer, torchrun_command
+from ncflow.launch import TrainerRun, run_trainer, torchrun_command
 from ncflow.learning_curve import learning_curve_markdown
 from ncflow.specs import ModelSpec, spec
 from tasks._run import artifact, run_logger, worth_retrying
 from tasks.live_artifact import LiveArtifact
 
-TRAINER_EPOCH_LINE = re.compile(r"epoch\s+\d+\s+loss\s")  # `epoch   3  loss 0.4349  HR@10 ...` (stderr)
+# The trainer's `epoch   3  loss 0.4349  HR@10 ...` on stderr; `node 0: ` in front when forwarded from a node.
+TRAINER_EPOCH_LINE = re.compile(r"(node \d+: )?epoch\s+\d+\s+loss\s")
 DATA_SIZES = (
     "users",
     "items",
@@ -144,17 +148,33 @@ def _finite(value: Any) -> bool:
     cache_policy=NO_CACHE,  # training is the work itself; resuming is the checkpoint's job
 )
 def train_model(
-    model: str, data_dir: str, out_dir: str, config: dict[str, Any], processes: int, artifact_key: str
+    model: str,
+    data_dir: str,
+    out_dir: str,
+    config: dict[str, Any],
+    processes: int,
+    artifact_key: str,
+    nodes: int = 1,
+    scheduler: str | None = None,
+    rendezvous_timeout: int = 600,
 ) -> dict[str, Any]:
-    """Run `model`'s trainer (models.<package>.train) under torchrun with `processes` processes; return
-    its `done` summary plus `history` (the epoch events), `wall_seconds` (the trainer process),
-    `processes` and `device`."""
+    """Run `model`'s trainer (models.<package>.train) under torchrun with `processes` processes (per
+    node); return its `done` summary plus `history` (the epoch events), `wall_seconds` (the trainer
+    process), `processes`, `nodes` and `device`.
+
+    With `nodes` above 1 the nodes are workers of the Dask cluster at `scheduler` (none: a local
+    cluster of `nodes` processes), one torchrun agent each (ncflow/node_agents.py); the rendezvous id
+    is the run folder's name, the flow run's id."""
     log = run_logger()
     what = spec(model)
-    command = torchrun_command(what.package, Path(data_dir), Path(out_dir), config, processes)
-    log.info("launching: %s", " ".join(command))
     reporter = EpochReporter(artifact_key, int(config.get("epochs", 1)), what)
-    run = run_trainer(command, on_event=reporter, on_line=reporter.trainer_line)
+    if nodes > 1:
+        run = _train_on_nodes(what.package, data_dir, out_dir, config, processes, reporter, nodes, scheduler,
+                              rendezvous_timeout)  # fmt: skip
+    else:
+        command = torchrun_command(what.package, Path(data_dir), Path(out_dir), config, processes)
+        log.info("launching: %s", " ".join(command))
+        run = run_trainer(command, on_event=reporter, on_line=reporter.trainer_line)
     history = [{k: v for k, v in e.items() if k not in ("event", "elapsed_s")} for e in run.epochs]
     resumed = next((e["epoch"] for e in run.events if e.get("event") == "resume"), 0)
     if resumed:  # the epochs before it were reported by an earlier try: they are in the checkpoint
@@ -165,7 +185,25 @@ def train_model(
         **{k: v for k, v in run.done.items() if k != "event"},
         "history": history,
         "wall_seconds": run.wall_seconds,
-        "processes": processes,
+        "processes": processes * nodes,
+        "nodes": nodes,
         "device": config.get("device"),
         "out_dir": out_dir,
+        "resumed_at_epoch": resumed or None,  # the epoch a retry continued at; None: from the start
     }
+
+
+def _train_on_nodes(
+    package: str, data_dir: str, out_dir: str, config: dict[str, Any], processes: int,
+    reporter: EpochReporter, nodes: int, scheduler: str | None, rendezvous_timeout: int,
+) -> TrainerRun:  # fmt: skip
+    from ncflow.batch.cluster import dask_client
+    from ncflow.node_agents import train_on_nodes
+
+    gpus = processes if config.get("device") == "cuda" else 0
+    with dask_client(workers=nodes, scheduler=scheduler, device="cpu") as client:
+        return train_on_nodes(
+            client, package, Path(data_dir), Path(out_dir), config, nodes=nodes, gpus=gpus,
+            cpu_processes=processes, run_id=Path(out_dir).name, join_timeout_s=rendezvous_timeout,
+            on_event=reporter, on_line=reporter.trainer_line,
+        )  # fmt: skip

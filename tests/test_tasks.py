@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+import torch
 
 from configs.ncf import NCFTrainParams
 from configs.vaecf import VAECFTrainParams
@@ -49,7 +50,10 @@ def trained(data, tmp_path_factory):
     out = tmp_path_factory.mktemp("run") / "r1"
     command = torchrun_command("ncf", Path(processed), out, PARAMS.train_config(), 1)
 
+    first_try: list[dict] = []
+
     def crash_after_first_epoch(event):  # checkpoints are written in the background: wait for one
+        first_try.append(event)
         if event.get("event") == "checkpoint":
             raise KeyboardInterrupt("simulated failure")
 
@@ -57,6 +61,7 @@ def trained(data, tmp_path_factory):
         run_trainer(command, on_event=crash_after_first_epoch)
     assert (out / "checkpoint.pt").is_file() and not (out / "bundle").exists()
     summary = train_model.fn("ncf", processed, str(out), PARAMS.train_config(), 1, "ncf-synth-tiny")
+    summary["first_try"] = [e for e in first_try if e["event"] == "epoch"]
     return summary
 
 
@@ -117,6 +122,11 @@ def test_fetch_and_preprocess_return_paths_and_cache_on_purpose(data, tmp_path):
 
 def test_training_resumes_and_reports_every_epoch(trained):
     assert trained["epochs"] == 2 and [h["epoch"] for h in trained["history"]] == [0, 1]
+    # The retry continued after the checkpointed epoch 0 (a trainer that started over would not say
+    # so), and epoch 0's record is the first try's, read back from the checkpoint.
+    assert trained["resumed_at_epoch"] == 1
+    (epoch0,) = trained["first_try"]
+    assert trained["history"][0] == {k: v for k, v in epoch0.items() if k not in ("event", "elapsed_s")}
     assert Path(trained["bundle"], "model.safetensors").is_file()
     # train_seconds covers both tries' epochs; wall_seconds only this try, which ran the last epoch
     assert trained["train_seconds"] == pytest.approx(sum(h["train_seconds"] for h in trained["history"]))
@@ -229,7 +239,11 @@ def vae_trained(vae_data, tmp_path_factory):
     with pytest.raises(KeyboardInterrupt):
         run_trainer(command, on_event=crash_after_first_epoch)
     assert (out / "checkpoint.pt").is_file() and not (out / "bundle").exists()
-    return train_model.fn("vae-cf", vae_data, str(out), VAE.train_config(), 1, "vae-cf-synth-tiny")
+    saved = torch.load(out / "checkpoint.pt", weights_only=False)["next_epoch"]
+    return {
+        **train_model.fn("vae-cf", vae_data, str(out), VAE.train_config(), 1, "vae-cf-synth-tiny"),
+        "saved": saved,
+    }
 
 
 def test_vaecf_preprocessing_is_its_own_cached_output(data, vae_data):
@@ -247,6 +261,7 @@ def test_vaecf_preprocessing_is_its_own_cached_output(data, vae_data):
 
 def test_vaecf_training_resumes_and_reports_every_epoch(vae_trained):
     assert vae_trained["epochs"] == 3 and [h["epoch"] for h in vae_trained["history"]] == [0, 1, 2]
+    assert vae_trained["saved"] >= 1 and vae_trained["resumed_at_epoch"] == vae_trained["saved"]
     assert Path(vae_trained["bundle"], "model.safetensors").is_file()
     assert vae_trained["ndcg@100"] == vae_trained["history"][-1]["ndcg@100"]  # validation, last epoch
 

@@ -8,6 +8,9 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+# The trainer processes of one run on this machine, over all its torchrun agents (ncflow/nodes.py).
+HOST_PROCESSES = "NCFLOW_HOST_PROCESSES"
+
 
 @dataclass(frozen=True)
 class Dist:
@@ -42,13 +45,28 @@ def setup_distributed(device: str = "auto") -> Dist:
         where = torch.device("cuda", local_rank)
     else:
         where = torch.device("cpu")
-        # Processes share the cores: oversubscribed BLAS threads make gloo runs crawl.
-        torch.set_num_threads(
-            max(1, (os.cpu_count() or 1) // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", 1))))
-        )
+        torch.set_num_threads(cpu_threads())
     if world_size > 1:
         dist.init_process_group("nccl" if use_cuda else "gloo", device_id=where if use_cuda else None)
     return Dist(rank, local_rank, world_size, where)
+
+
+def cpu_threads() -> int:
+    """Intra-op threads of one CPU process: this machine's cores shared by the trainer processes on it.
+
+    Processes that share cores must not each take all of them: OpenMP threads spin while they wait,
+    and oversubscribed ones starve the threads doing the work. Two single-process nodes on one 2-core
+    host (the 127.0.0.1 stand-in for two machines) took 2 threads each, and their first epoch ran
+    5-25x slower than one node with 2 processes (bench/RESULTS.md section 11). torchrun's
+    LOCAL_WORLD_SIZE counts only one agent's processes; ncflow/nodes.py sets NCFLOW_HOST_PROCESSES
+    when it places several agents on one host.
+    """
+    try:
+        cores = len(os.sched_getaffinity(0))  # the cores this process may run on (cgroups, taskset)
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    sharing = os.environ.get(HOST_PROCESSES) or os.environ.get("LOCAL_WORLD_SIZE") or "1"
+    return max(1, cores // max(1, int(sharing)))
 
 
 def teardown_distributed() -> None:

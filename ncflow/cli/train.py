@@ -22,7 +22,8 @@ def run(args: argparse.Namespace) -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # offline machines: no phoning home
     from flows.training import check_gpus
 
-    check_gpus(params.gpus)
+    if params.nodes == 1:  # several nodes: each host's GPUs are checked there (ncflow/nodes.py)
+        check_gpus(params.gpus)
     flow_function = model.flow_function()
     accepted = set(inspect.signature(flow_function.fn).parameters)
     passed = {k: v for k, v in given.items() if v is not None}
