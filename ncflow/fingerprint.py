@@ -14,7 +14,14 @@ from pathlib import Path
 from typing import Any
 
 PACKAGES = ("ncflow", "models", "configs", "flows", "tasks")  # the code a run executes
-NOT_SETTINGS = ("data_dir", "runs_dir", "registry_dir", "force")
+NOT_SETTINGS = (
+    "data_dir",
+    "runs_dir",
+    "registry_dir",
+    "force",
+    "scheduler",
+    "rendezvous_timeout",
+)  # where, not what
 
 
 @cache
