@@ -33,6 +33,11 @@ CRASH_EPOCHS = 8  # synth-tiny's default; the worker is killed after the first c
 PROCESSES = "cpu_processes=2"  # torchrun's agent and 2 workers: 3 processes to account for
 
 
+# The crash tests train the same data with the same settings: without force the later one would stop
+# at once ("no new data since v1", flows/training.py) and never start a trainer to crash.
+FORCE = "force=true"
+
+
 def paths_and_processes(tmp: Path) -> list[str]:
     return [*paths(tmp), PROCESSES]
 
@@ -95,7 +100,9 @@ def test_cancelling_during_training_stops_every_trainer_and_registers_nothing(st
 
 
 def test_a_killed_worker_run_is_rerun_and_resumes_to_the_same_weights(stack):
-    run_id = start_run(stack.env, DEPLOYMENT, *paths_and_processes(stack.tmp), f"epochs={CRASH_EPOCHS}")
+    run_id = start_run(
+        stack.env, DEPLOYMENT, *paths_and_processes(stack.tmp), f"epochs={CRASH_EPOCHS}", FORCE
+    )
     out = stack.tmp / "runs" / run_id
     wait_until(lambda: (out / "checkpoint.pt").is_file(), "the first checkpoint")
     trainers = torchrun_family(out)
@@ -125,7 +132,9 @@ def test_a_killed_worker_run_is_rerun_and_resumes_to_the_same_weights(stack):
 
 def test_a_killed_torchrun_worker_fails_the_train_task_which_prefect_retries_and_resumes(stack):
     with stack.expected_failures():  # the failed try is logged as an error, on purpose
-        run_id = start_run(stack.env, DEPLOYMENT, *paths_and_processes(stack.tmp), f"epochs={CRASH_EPOCHS}")
+        run_id = start_run(
+            stack.env, DEPLOYMENT, *paths_and_processes(stack.tmp), f"epochs={CRASH_EPOCHS}", FORCE
+        )
         out = stack.tmp / "runs" / run_id
         wait_until(lambda: (out / "checkpoint.pt").is_file(), "the first checkpoint")
         workers = [pid for pid in torchrun_family(out) if "torch.distributed.run" not in _cmdline(pid)]
