@@ -87,7 +87,10 @@ def deployments_yaml(out: Path, lake: Path) -> Path:
                         "enabled": True,
                         "match": {"prefect.resource.id": f"ncflow.dataset.{label}"},
                         "expect": ["ncflow.data.landed"],
-                        "parameters": {"cutoff": "{{ event.payload.cutoff }}"},
+                        "parameters": {
+                            "cutoff": "{{ event.payload.cutoff }}",
+                            "until": "{{ event.payload.until }}",
+                        },
                     }
                 ],
                 "work_pool": {"name": POOL},
@@ -181,7 +184,7 @@ def replay(args: argparse.Namespace) -> dict:
                 began = time.time()
                 for label in DATASETS.values():  # what an ETL job runs when its export lands
                     prefect(env, "event", "emit", "ncflow.data.landed", "--resource-id", f"ncflow.dataset.{label}",
-                            "--payload", json.dumps({"cutoff": str(cutoff)}))  # fmt: skip
+                            "--payload", json.dumps({"cutoff": str(cutoff), "until": str(cutoff + dt.timedelta(days=7))}))  # fmt: skip
                 record = {"week": week, "cutoff": str(cutoff)}
                 for name in DATASETS:
                     deployment = f"ncf-train/replay-{name}"
@@ -251,6 +254,18 @@ def evaluate(weeks: list[dict], log: pa.Table, start_day: dt.date, out: Path) ->
     return {"weeks": rows, "first_version": first, "recipe": RECIPE}
 
 
+def evaluate_only(out: Path, source: Path) -> dict:
+    """The evaluation again, from a finished replay's replay.json and registry (no runs)."""
+    log = read_log(source)
+    start_day = dt.datetime.fromtimestamp(int(np.min(log["ts"].to_numpy())), dt.UTC).date()
+    done = json.loads((out / "replay.json").read_text())
+    runs = [row["run"] for row in done["weeks"]]
+    last = runs[-1]["week"] + 1  # the final week's run was not evaluated (no week after it), but exists
+    runs.append({"week": last, "lake": {}, "pg": {}})
+    report = evaluate(runs, log, start_day, out)
+    return report | {"recipe": done.get("recipe", RECIPE)}
+
+
 def publish(report: dict) -> None:
     """The table and picture as the artifact `replay-ml100k`, made by a flow run of its own."""
     from prefect import flow
@@ -282,17 +297,25 @@ def markdown(report: dict) -> str:
             + " | ".join(cells)
             + f" | {counts['test_users']} ({counts['cold_start_users']}) |"
         )
-    means = {
-        m: np.mean([r[m]["full_hr@10"] for r in report["weeks"][len(report["weeks"]) // 2 :]]) for m in SERIES
-    }
+    later = report["weeks"][len(report["weeks"]) // 2 :]
+
+    def mean(name: str, metric: str) -> str:
+        return f"{np.mean([r[name][metric] for r in later if name in r]):.3f}"
+
+    lines += ["", f"Means over the later half of the weeks ({later[0]['week']} to {later[-1]['week']}):", ""]
     lines += [
-        "",
-        "Mean full HR@10 over the later half of the weeks: "
-        + ", ".join(f"{m} {v:.3f}" for m, v in means.items())
-        + ".",
-        "",
-        svg_markdown_image(picture(report), "full HR@10 on the following week, per week"),
+        "| served to | metric | retrained champion | first model, frozen | popularity, last 4 weeks |",
+        "|---|---|---|---|---|",
     ]
+    for suffix, who in (
+        ("", "every test user (unknown users get the popularity fallback)"),
+        ("_on_frozen_users", "users the first model knows"),
+    ):
+        for metric in ("full_hr@10", "full_ndcg@10", "full_recall@20"):
+            lines.append(
+                f"| {who} | {metric} | " + " | ".join(mean(m + suffix, metric) for m in SERIES) + " |"
+            )
+    lines += ["", svg_markdown_image(picture(report), "full HR@10 on the following week, per week")]
     return "\n".join(lines) + "\n"
 
 
@@ -340,9 +363,17 @@ def main() -> int:
         "--first-week", type=int, default=4, help="the first retraining: weeks before it are history"
     )
     parser.add_argument("--weeks", type=int, help="replay only this many weeks (default: to the end)")
+    parser.add_argument(
+        "--window-days",
+        type=int,
+        help="each run trains on the last N days before its week's end (window_days)",
+    )
+    parser.add_argument("--evaluate-only", action="store_true", help="score a finished replay (OUT) again")
     args = parser.parse_args()
-    report = replay(args)
+    if args.window_days:
+        RECIPE["window_days"] = args.window_days
     out = Path(args.out)
+    report = evaluate_only(out.resolve(), Path(args.source)) if args.evaluate_only else replay(args)
     (out / "replay.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
     (out / "replay.md").write_text(markdown(report))
     (out / "replay.svg").write_text(picture(report))

@@ -94,12 +94,22 @@ def evaluate_week(split: Path, models: dict[str, Path | None], log_table: pa.Tab
     item_ids = read_table(split / "items.parquet").column("id").to_numpy()
     fallback = popularity(log_table, cutoff, item_ids)
     seen = seen_items(data, "test")
-    targets = CSR.from_numpy(*data.targets)
     users = data.test_user.long()
+    indptr, items = data.targets
+    # The test users the first (frozen) model knows: there, both models answer from what they learnt.
+    frozen = models.get("frozen")
+    known = set(load_bundle(frozen, "cpu").user_index) if frozen else set()
+    subset = np.array([u in known for u in user_ids[users.numpy()].tolist()], bool)
     out = {}
     for name, bundle in models.items():
-        metrics = full_rank_metrics(served_scores(bundle, user_ids, item_ids, fallback), users, seen, targets)
-        out[name] = {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()}
+        score = served_scores(bundle, user_ids, item_ids, fallback)
+        for suffix, rows in (("", np.ones(len(subset), bool)), ("_on_frozen_users", subset)):
+            picked = np.flatnonzero(rows)
+            counts = np.diff(indptr)[picked]
+            flat = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts - indptr[picked], counts)
+            targets = CSR.from_numpy(np.concatenate([[0], np.cumsum(counts)]), items[flat])
+            metrics = full_rank_metrics(score, users[picked], seen, targets)
+            out[name + suffix] = {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()}
     counts = data.manifest["counts"]
     out["counts"] = {
         k: counts[k] for k in ("test_users", "cold_start_users", "cold_start_items", "window_rows")
