@@ -35,6 +35,7 @@ def ncf_train(
     beta1: float | None = None,
     beta2: float | None = None,
     eps: float | None = None,
+    weight_decay: float | None = None,
     negatives: int | None = None,
     verified_negatives: bool | None = None,
     precision: str | None = None,
@@ -42,6 +43,7 @@ def ncf_train(
     patience: int | None = None,
     seed: int | None = None,
     cuda_graphs: bool | None = None,
+    architecture: str | None = None,
     mf_dim: int | None = None,
     mlp_layers: list[int] | None = None,
     dropout: float | None = None,
@@ -63,7 +65,9 @@ def ncf_train(
         validation: hold out each user's second-latest item; early stopping, the kept weights and the
             champion rule then use validation HR@10, and test is scored once, at the end
         batch_size: global samples (positives + negatives) per step
+        architecture: neumf, or mf (GMF alone: a dot product; mlp_layers and dropout unused)
         mlp_layers: MLP layer sizes, the first even
+        weight_decay: L2 on every parameter, through Adam
         source: a mirror URL, a local archive or a folder (default: the dataset's URL)
         data_dir: raw and processed data (default data/ under the working directory)
         runs_dir: checkpoints, one folder per flow run (default runs/)

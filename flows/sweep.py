@@ -99,13 +99,12 @@ def sweep(
         raise RuntimeError(f"every one of the {trials} trials failed: {errors[0]}")
     best, winner = ranked["best"], params[ranked["best"]]
     summary = summaries[best]
+    metric = what.selection_metric(winner)  # the champion rule's: validation HR@10 when held out
     log.info("best trial %d (%s %s): %s", best, ranked["metric"], summary.get(ranked["metric"]), drawn[best])
-    scores = evaluate_model(
-        model, summary["bundle"], data, winner.device, expected=summary, metric=what.metric
-    )
+    scores = evaluate_model(model, summary["bundle"], data, winner.device, expected=summary, metric=metric)
     registered = register_model(
         model, label, summary["bundle"], data, scores, summary, winner.model_dump(mode="json"),
-        str(Path(registry_dir).resolve()), metric=what.metric, device=winner.device,
+        str(Path(registry_dir).resolve()), metric=metric, device=winner.device,
     )  # fmt: skip
     return {
         "model": model, "dataset": label, "trials": len(drawn), "ranked_by": ranked["metric"],
