@@ -49,6 +49,7 @@ def train_and_register(model: ModelSpec, dataset: str, overrides: dict[str, Any]
     try:
         params = model.params.for_dataset(dataset, **overrides)
         check_gpus(params.gpus)
+        model = model.for_params(params)  # a model that trains on either split registers under its split's
     except NcflowError as err:
         log.error("refusing to start: %s", err)
         raise
@@ -91,9 +92,10 @@ def train_and_register(model: ModelSpec, dataset: str, overrides: dict[str, Any]
         **{name: scores[name] for name in model.metrics},
         **{name: scores[name] for name in (*model.full_metrics, metric) if name in scores},
         **{
-            f"popularity_{name}": scores[f"popularity_{name}"]
+            f"{baseline}_{name}": scores[f"{baseline}_{name}"]
+            for baseline in ("popularity", "ease")
             for name in model.full_metrics
-            if f"popularity_{name}" in scores
+            if f"{baseline}_{name}" in scores
         },
         f"trainer_{metric}": trained[model.trainer_key(metric)],
         "epochs": trained["epochs"],

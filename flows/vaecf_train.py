@@ -45,6 +45,7 @@ def vae_cf_train(
     checkpoint_every: int | None = None,
     eval_users_per_chunk: int | None = None,
     heldout_users: int | None = None,
+    protocol: str | None = None,
     cpu_processes: int | None = None,
     source: str | None = None,
     data_dir: str | None = None,
@@ -61,6 +62,8 @@ def vae_cf_train(
         anneal: the KL weight schedule: nvidia (cap 0.1), paper (cap 0.2) or none
         hidden: encoder/decoder hidden units; latent: the latent dimension
         heldout_users: validation and test users each (capped at 10% of the users)
+        protocol: vaecf (held-out users) or ncf (leave latest out with validation, as NeuMF and EASE:
+            registered as vae-cf-ncf, comparable with them)
         source: a mirror URL, a local archive or a folder (default: the dataset's URL)
         data_dir: raw and processed data (default data/ under the working directory)
         runs_dir: checkpoints, one folder per flow run (default runs/)
