@@ -74,6 +74,8 @@ def sweep(
     one_each = {"gpus": 1 if gpus else 0, "cpu_processes": 1}
     params = [what.params.for_dataset(dataset, **{**fixed, **common, **t, **one_each}) for t in drawn]
     check_gpus(gpus)
+    what = what.for_params(params[0])  # Mult-VAE or EASE swept on the other split: that split's entry
+    model = what.name
     first, label = params[0], dataset_label(dataset)
     data_root = str(Path(data_dir).resolve())
     raw = fetch_raw.with_options(refresh_cache=raw_missing(dataset, data_root, source))(

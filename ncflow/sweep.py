@@ -21,7 +21,13 @@ SELECTION: dict[str, tuple[tuple[str, str], ...]] = {
         ("ndcg@100", "validation (the last epoch)"),
         ("test_ndcg@100", "test (this trainer reports no validation metric)"),
     ),
+    "ease": (
+        ("valid_full_ndcg@10", "validation"),
+        ("full_ndcg@10", "test (no validation split: one lambda)"),
+    ),
 }
+SELECTION["vae-cf-ncf"] = SELECTION["vae-cf"]
+SELECTION["ease-vaecf"] = (("valid_ndcg@100", "validation"), ("ndcg@100", "test"))
 
 
 def selection_metric(model: str, summaries: list[dict[str, Any]]) -> tuple[str, str]:
@@ -48,6 +54,7 @@ def rank_rows(
                 key: None if score is None else round(float(score), 5),
                 "epochs": summary.get("epochs") if summary else None,
                 "seconds": round(float(summary.get("seconds", 0.0)), 2) if summary else None,
+                "worker": summary.get("worker") if summary else None,
                 "status": "ok" if summary else f"failed: {(error or '').splitlines()[0][:120]}",
             }
         )

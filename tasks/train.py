@@ -18,6 +18,7 @@ checkpointed epoch. A failure the trainer explains with `error: ...` (bad data, 
 from __future__ import annotations
 
 import math
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -145,6 +146,17 @@ def _finite(value: Any) -> bool:
     return isinstance(value, int | float) and math.isfinite(value)
 
 
+def where_running() -> str:
+    """The process this task runs in: a Dask worker's address (a sweep's trials) or `local`, and its pid."""
+    try:
+        from distributed import get_worker
+
+        place = get_worker().address
+    except (ImportError, ValueError):  # not inside a Dask worker
+        place = "local"
+    return f"{place} pid {os.getpid()}"
+
+
 @task(
     name="train_model",
     task_run_name="train-{model}",
@@ -158,7 +170,7 @@ def train_model(
 ) -> dict[str, Any]:
     """Run `model`'s trainer (models.<package>.train) under torchrun with `processes` processes; return
     its `done` summary plus `history` (the epoch events), `wall_seconds` (the trainer process),
-    `processes` and `device`."""
+    `processes`, `device` and `worker` (where_running: which Dask worker ran a sweep's trial)."""
     log = run_logger()
     what = spec(model)
     command = torchrun_command(what.package, Path(data_dir), Path(out_dir), config, processes)
@@ -178,4 +190,5 @@ def train_model(
         "processes": processes,
         "device": config.get("device"),
         "out_dir": out_dir,
+        "worker": where_running(),
     }
