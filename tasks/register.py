@@ -19,7 +19,7 @@ from prefect.cache_policies import NO_CACHE
 
 from ncflow import best, registry
 from ncflow.data.preprocess import read_manifest
-from ncflow.model_card import comparison, decision, model_card
+from ncflow.model_card import baseline_verdicts, comparison, decision, model_card
 from ncflow.specs import spec
 from tasks._run import artifact, artifact_key, run_logger
 from tasks.evaluate import score_bundle
@@ -62,12 +62,13 @@ def register_model(
     log.info("registered %s %s v%d at %s: %s", model, dataset, reg.entry.version, reg.entry.path, reg.reason)
 
     key = artifact_key(model, dataset)
+    verdicts = [line + "\n" for line in baseline_verdicts(metrics, (*what.metrics, *what.full_metrics))]
     artifact(
         create_markdown_artifact, (reg.entry.path / registry.CARD).read_text(), key=f"{key}-model-card",
         description=f"{model} {dataset} v{reg.entry.version}: {reg.reason}",
     )  # fmt: skip
     artifact(
-        create_markdown_artifact, "\n".join([decision(reg), "", *comparison(reg, what.metrics), ""]),
+        create_markdown_artifact, "\n".join([decision(reg), "", *verdicts, *comparison(reg, what.metrics), ""]),
         key=f"{key}-metrics", description=f"v{reg.entry.version} against the previous champion: {reg.reason}",
     )  # fmt: skip
     artifact(

@@ -174,3 +174,25 @@ def test_ease_flow_registers_on_either_split_and_recommends(prefect_server, tmp_
     assert rows.num_rows == 3 * len(load_bundle(Path(ncf["bundle"])).user_ids)  # best is the ease model
     first = rows.filter(rows.column("user_id").to_numpy() == 1).column("item_id").to_pylist()
     assert first == [item["item"] for item in by_user["items"][:3]]  # --all ranks as one user does
+
+
+def test_the_card_says_plainly_when_a_baseline_beats_the_model():
+    from ncflow.model_card import model_card
+    from ncflow.registry import Entry, Registration
+
+    def card(ease_full_hr: float) -> str:
+        metrics = {"hr@10": 0.6, "ndcg@10": 0.33, "full_hr@10": 0.10, "full_ndcg@10": 0.05}
+        metrics |= {f"popularity_{k}": v / 2 for k, v in list(metrics.items())}
+        metrics |= {"ease_hr@10": 0.59, "ease_ndcg@10": 0.32, "ease_full_hr@10": ease_full_hr,
+                    "ease_full_ndcg@10": 0.04, "ease_lambda": 200.0}  # fmt: skip
+        entry = Entry(1, Path("v1"), metrics, "t", {"model": "ncf", "dataset": "d", "metric": "hr@10"})
+        return model_card(Registration(entry, True, None, None, "first model: champion"), data={}, params={},
+                          history=[], training={}, full_metrics=("full_hr@10", "full_ndcg@10"))  # fmt: skip
+
+    beaten = card(0.12)
+    assert (
+        "**A baseline beats this model: EASE (lambda 200)**, on full_hr@10 0.1200 against 0.1000." in beaten
+    )
+    assert "| EASE (lambda 200) | 0.5900 | 0.3200 |" in beaten  # sampled, beside the model and popularity
+    assert "| EASE (lambda 200) | 0.1200 | 0.0400 |" in beaten  # full ranking
+    assert "beats this model" not in card(0.09)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from models.common.full_rank import CSR, ScoreFn, full_rank_metrics, gather_rows
+from models.common.full_rank import CSR, METRICS, ScoreFn, gather_rows, metric_sums, rank_chunk
 from models.common.heldout import Heldout, Splits, load_splits
 from models.ease.model import ease_scorer, fit, gram, objective
 from models.ncf.metrics import hit_ndcg
@@ -44,24 +44,28 @@ def popularity(train: CSR, n_items: int) -> ScoreFn:
 def heldout_metrics(
     score_fn: ScoreFn, split: Heldout, protocol: str, chunk: int = EVAL_USERS_PER_CHUNK
 ) -> dict[str, float]:
-    """The protocol's metrics of `score_fn` (row indices of `split` -> (U, items) scores)."""
+    """The protocol's metrics of `score_fn` (row indices of `split` -> (U, items) scores), each chunk of
+    users scored once for all of them."""
     users = torch.arange(split.rows, device=split.inputs.indices.device)
-    full = full_rank_metrics(score_fn, users, split.seen, split.targets, chunk=chunk)
-    sums = None
+    sums: dict[str, float] = {}
+    full, counted = torch.zeros(len(METRICS), dtype=torch.float64, device=users.device), 0
     for lo in range(0, split.rows, chunk):
         rows = users[lo : lo + chunk]
         scores = score_fn(rows).float()  # (U, items)
-        if protocol == "ncf":  # each target against its sampled negatives
+        if protocol == "ncf":  # each target against its sampled negatives, before any masking
             candidates = split.candidates[rows]
             hits, ndcg = hit_ndcg(scores.gather(1, candidates.long()), candidates, 10)
             part = {"hr@10": hits, "ndcg@10": ndcg}
-        else:  # seen items masked, the rest ranked, the top 100 against the targets
-            local, items = gather_rows(split.seen, rows)
-            scores[local, items] = -torch.inf
-            part = ranking_metrics(scores, *gather_rows(split.targets, rows))
-        part_sums = {name: float(values.double().sum()) for name, values in part.items()}
-        sums = part_sums if sums is None else {k: sums[k] + part_sums[k] for k in sums}
-    return {**{k: v / max(1, split.rows) for k, v in (sums or {}).items()}, **full}
+        wanted = gather_rows(split.targets, rows)
+        _, _, ranks = rank_chunk(scores, gather_rows(split.seen, rows), wanted, k=1)  # masks seen in place
+        found, n = metric_sums(wanted[0], ranks, len(rows))
+        full, counted = full + found, counted + int(n)
+        if protocol != "ncf":  # seen items masked, the rest ranked, the top 100 against the targets
+            part = ranking_metrics(scores, *wanted)
+        for name, values in part.items():
+            sums[name] = sums.get(name, 0.0) + float(values.double().sum())
+    out = {name: value / max(1, split.rows) for name, value in sums.items()}
+    return out | dict(zip(METRICS, (full / max(1, counted)).tolist(), strict=True)) | {"full_users": counted}
 
 
 @dataclass

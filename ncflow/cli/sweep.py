@@ -53,7 +53,7 @@ def add_parser(sub) -> None:
     from ncflow.specs import SPECS
 
     sweep = sub.add_parser("sweep", help="trials on Dask workers (one per GPU); the best is registered")
-    sweep.add_argument("model", choices=list(SPECS))
+    sweep.add_argument("model", choices=[name for name, model in SPECS.items() if model.listed])
     sweep.add_argument("--dataset", required=True)
     sweep.add_argument("--trials", type=int, default=4)
     sweep.add_argument("--gpus", type=int, default=0, help="one trial per GPU at a time; 0: CPU processes")
