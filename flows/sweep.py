@@ -64,13 +64,9 @@ def sweep(
     space_path = Path(space) if space else what.params.CONFIG_DIR / "sweep.yaml"
     search = load_space(space_path, set(what.params.model_fields))
     drawn, fixed = search.trials(trials), search.fixed
-    common = {
-        "epochs": epochs,
-        "source": source,
-        "data_dir": data_dir,
-        "runs_dir": runs_dir,
-        "registry_dir": registry_dir,
-    }
+    given = {"epochs": epochs, "source": source}  # None: not given, so the space's `fixed` value stands
+    common = {k: v for k, v in given.items() if v is not None}
+    common |= {"data_dir": data_dir, "runs_dir": runs_dir, "registry_dir": registry_dir}
     one_each = {"gpus": 1 if gpus else 0, "cpu_processes": 1}
     params = [what.params.for_dataset(dataset, **{**fixed, **common, **t, **one_each}) for t in drawn]
     check_gpus(gpus)

@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 import pytest
+import yaml
 
 from configs.ncf import NCFTrainParams
 from configs.sweep import load_space
@@ -81,14 +82,28 @@ def test_two_trial_sweep_on_a_2_process_cluster_registers_its_best(tmp_path, cap
     from prefect.testing.utilities import prefect_test_harness
 
     monkeypatch.chdir(tmp_path)
+    shipped = yaml.safe_load((NCFTrainParams.CONFIG_DIR / "sweep.yaml").read_text())
+    space = write(tmp_path, yaml.safe_dump({**shipped, "fixed": {**shipped["fixed"], "epochs": 2}}))
     with prefect_test_harness(server_startup_timeout=120):
         code = cli(
-            ["sweep", "ncf", "--dataset", "synth-tiny", "--trials", "2", "--workers", "2", "--epochs", "2"]
+            [
+                "sweep",
+                "ncf",
+                "--dataset",
+                "synth-tiny",
+                "--trials",
+                "2",
+                "--workers",
+                "2",
+                "--space",
+                str(space),
+            ]
         )
     assert code == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     table = result["table"]
     assert [r["rank"] for r in table] == [1, 2] and all(r["status"] == "ok" for r in table)
+    assert [r["epochs"] for r in table] == [2, 2]  # the space's fixed settings reach every trial
     # Ranked on validation (the shipped space holds each user's second-latest item out), never on test.
     assert (result["ranked_by"], result["measured_on"]) == ("valid_hr@10", "validation")
     assert result["best_trial"] == table[0]["trial"] and table[0]["valid_hr@10"] >= table[1]["valid_hr@10"]
