@@ -196,3 +196,21 @@ def test_the_card_says_plainly_when_a_baseline_beats_the_model():
     assert "| EASE (lambda 200) | 0.5900 | 0.3200 |" in beaten  # sampled, beside the model and popularity
     assert "| EASE (lambda 200) | 0.1200 | 0.0400 |" in beaten  # full ranking
     assert "beats this model" not in card(0.09)
+
+
+def test_baseline_rows_are_fitted_once_per_processed_folder(folders, tmp_path):
+    import shutil
+
+    from models.ease.evaluate import baseline_rows
+
+    data = tmp_path / "data"
+    shutil.copytree(folders["ncf"], data)
+    rows = baseline_rows(data)
+    assert rows["ease_full_ndcg@10"] > rows["popularity_full_ndcg@10"] > 0 and rows["ease_lambda"] in (
+        10,
+        50,
+        200,
+    )
+    (kept,) = data.glob("baselines-*.json")
+    kept.write_text(json.dumps({**rows, "ease_lambda": -1.0}))  # what a later evaluation finds
+    assert baseline_rows(data)["ease_lambda"] == -1.0  # read back, not refitted

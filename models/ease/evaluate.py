@@ -12,6 +12,8 @@ models' cards pick it the same way.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import hashlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -24,6 +26,7 @@ from models.common.heldout import Heldout, Splits, load_splits
 from models.ease.model import ease_scorer, fit, gram, objective
 from models.ncf.metrics import hit_ndcg
 from models.vaecf.metrics import ranking_metrics
+from ncflow.atomic import atomic_file
 
 # What picks lambda on validation, per protocol: full-ranking NDCG@10 on the NCF split (every item
 # ranked, and smoother than HR@10 over a few hundred users), NDCG@100 on the VAE-CF split (the paper's).
@@ -32,6 +35,7 @@ EVAL_USERS_PER_CHUNK = 1024
 # The baseline rows fit EASE on every evaluation; above this many items its three items x items
 # matrices (10.8 GB in fp32 at 30k) are left out and the card shows popularity alone.
 BASELINE_MAX_ITEMS = 30_000
+BASELINE_VERSION = 1  # bump when baseline_rows' output for the same data and settings changes
 
 
 def popularity(train: CSR, n_items: int) -> ScoreFn:
@@ -116,23 +120,39 @@ def baseline_rows(data_dir: Path, device: str | torch.device = "cpu") -> dict[st
     """Item popularity and EASE on `data_dir`'s test users, fitted on its training data (lambda as the
     EASE trainer picks it, from configs/ease/<dataset>.yaml's grid): `popularity_<metric>`,
     `ease_<metric>`, `ease_lambda` (no EASE above BASELINE_MAX_ITEMS items). What every model card
-    sets its model against."""
+    sets its model against.
+
+    They depend on the folder and the lambdas alone, so they are kept beside the data (a processed
+    folder never changes: its name hashes its inputs) in baselines-<hash of the settings>.json, and
+    the evaluations after the first (a rescored champion, the next retraining) read them back. A
+    read-only folder is recomputed each time."""
     from models.common.defaults import resolve_defaults
     from models.ease.train import TrainConfig
 
     settings, _ = resolve_defaults(TrainConfig, "ease", Path(data_dir), {}, lambda manifest, cfg: 0)
+    key = [
+        BASELINE_VERSION,
+        list(settings["lambdas"]),
+        settings["lambda_without_validation"],
+        BASELINE_MAX_ITEMS,
+    ]
+    cache = Path(data_dir) / f"baselines-{hashlib.sha256(json.dumps(key).encode()).hexdigest()[:10]}.json"
+    if cache.is_file():
+        return json.loads(cache.read_text())
     splits = load_splits(data_dir, device)
     test = splits.test
     popular = heldout_metrics(popularity(splits.train, splits.n_items), test, splits.protocol)
     drop = {"full_users"}
     rows = {f"popularity_{k}": v for k, v in popular.items() if k not in drop}
-    if splits.n_items > BASELINE_MAX_ITEMS:
-        return rows
-    g = gram(splits.train, splits.n_items)
-    chosen = choose_lambda(splits, g, settings["lambdas"], settings["lambda_without_validation"])
-    del g
-    ease = heldout_metrics(ease_scorer(chosen.b, test.inputs), test, splits.protocol)
-    return {**rows, **{f"ease_{k}": v for k, v in ease.items() if k not in drop}, "ease_lambda": chosen.lam}
+    if splits.n_items <= BASELINE_MAX_ITEMS:
+        g = gram(splits.train, splits.n_items)
+        chosen = choose_lambda(splits, g, settings["lambdas"], settings["lambda_without_validation"])
+        del g
+        ease = heldout_metrics(ease_scorer(chosen.b, test.inputs), test, splits.protocol)
+        rows |= {**{f"ease_{k}": v for k, v in ease.items() if k not in drop}, "ease_lambda": chosen.lam}
+    with contextlib.suppress(OSError), atomic_file(cache, "w") as handle:
+        json.dump(rows, handle)
+    return rows
 
 
 def evaluate_bundle(bundle_dir: Path, data_dir: Path, device: str = "cpu") -> dict:
