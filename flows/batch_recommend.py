@@ -1,6 +1,6 @@
-"""The `batch-recommend` flow: every user's top-k from the champion, as Parquet, on a schedule.
+"""The `batch-recommend` flow: every user's top-k from a registered model, as Parquet, on a schedule.
 
-    prefect deployment run batch-recommend/ml20m --watch           # nightly (prefect.yaml)
+    prefect deployment run batch-recommend/ml20m --watch           # nightly (prefect.yaml): model best
     python flows/batch_recommend.py synth-tiny                     # locally
     ncflow recommend --all --dataset synth-tiny -k 10 --out recs/  # the same work without Prefect
 
@@ -23,7 +23,7 @@ from tasks.recommend import score_all_users
 @flow(name="batch-recommend", flow_run_name="recommend-{model}-{dataset}")
 def batch_recommend(
     dataset: str,
-    model: Literal["ncf", "vae-cf"] = "ncf",
+    model: Literal["ncf", "vae-cf", "ease", "vae-cf-ncf", "ease-vaecf", "best"] = "ncf",
     k: int = Field(default=100, ge=1),
     out: str | None = None,
     version: str = "champion",
@@ -33,7 +33,8 @@ def batch_recommend(
     registry_dir: str = "registry",
     data_dir: str = "data",
 ) -> dict[str, Any]:
-    """Score every user of `dataset` with `model`'s `version` (champion | latest | N).
+    """Score every user of `dataset` with `model`'s `version` (champion | latest | N); model `best`:
+    the dataset's best across families (ncflow/best.py), whichever that is tonight.
 
     Args:
         out: a folder (one Parquet part per worker) or a .parquet file; default recommendations/<model>/<dataset>

@@ -36,6 +36,7 @@ def ncf_train(
     beta1: float | None = None,
     beta2: float | None = None,
     eps: float | None = None,
+    weight_decay: float | None = None,
     negatives: int | None = None,
     verified_negatives: bool | None = None,
     precision: str | None = None,
@@ -43,6 +44,7 @@ def ncf_train(
     patience: int | None = None,
     seed: int | None = None,
     cuda_graphs: bool | None = None,
+    architecture: str | None = None,
     mf_dim: int | None = None,
     mlp_layers: list[int] | None = None,
     dropout: float | None = None,
@@ -87,7 +89,9 @@ def ncf_train(
         cutoff: temporal: the first test day (default: horizon_days before the end of the data)
         horizon_days: temporal: the test window's length in days (default 7)
         batch_size: global samples (positives + negatives) per step
+        architecture: neumf, or mf (GMF alone: a dot product; mlp_layers and dropout unused)
         mlp_layers: MLP layer sizes, the first even
+        weight_decay: L2 on every parameter, through Adam
         source: a mirror URL, a local archive or a folder (default: the dataset's URL); for a pg:TABLE
             dataset, a SQL query to read instead of the whole table
         user_col, item_col, rating_col, timestamp_col: your own log's column names (ids may be

@@ -64,16 +64,14 @@ def sweep(
     space_path = Path(space) if space else what.params.CONFIG_DIR / "sweep.yaml"
     search = load_space(space_path, set(what.params.model_fields))
     drawn, fixed = search.trials(trials), search.fixed
-    common = {
-        "epochs": epochs,
-        "source": source,
-        "data_dir": data_dir,
-        "runs_dir": runs_dir,
-        "registry_dir": registry_dir,
-    }
+    given = {"epochs": epochs, "source": source}  # None: not given, so the space's `fixed` value stands
+    common = {k: v for k, v in given.items() if v is not None}
+    common |= {"data_dir": data_dir, "runs_dir": runs_dir, "registry_dir": registry_dir}
     one_each = {"gpus": 1 if gpus else 0, "cpu_processes": 1}
     params = [what.params.for_dataset(dataset, **{**fixed, **common, **t, **one_each}) for t in drawn]
     check_gpus(gpus)
+    what = what.for_params(params[0])  # Mult-VAE or EASE swept on the other split: that split's entry
+    model = what.name
     first, label = params[0], dataset_label(dataset)
     data_root = str(Path(data_dir).resolve())
     raw = fetch_raw.with_options(refresh_cache=raw_missing(dataset, data_root, source))(
@@ -99,13 +97,12 @@ def sweep(
         raise RuntimeError(f"every one of the {trials} trials failed: {errors[0]}")
     best, winner = ranked["best"], params[ranked["best"]]
     summary = summaries[best]
+    metric = what.selection_metric(winner)  # the champion rule's: validation HR@10 when held out
     log.info("best trial %d (%s %s): %s", best, ranked["metric"], summary.get(ranked["metric"]), drawn[best])
-    scores = evaluate_model(
-        model, summary["bundle"], data, winner.device, expected=summary, metric=what.metric
-    )
+    scores = evaluate_model(model, summary["bundle"], data, winner.device, expected=summary, metric=metric)
     registered = register_model(
         model, label, summary["bundle"], data, scores, summary, winner.model_dump(mode="json"),
-        str(Path(registry_dir).resolve()), metric=what.metric, device=winner.device,
+        str(Path(registry_dir).resolve()), metric=metric, device=winner.device,
     )  # fmt: skip
     return {
         "model": model, "dataset": label, "trials": len(drawn), "ranked_by": ranked["metric"],

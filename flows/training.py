@@ -68,6 +68,7 @@ def train_and_register(model: ModelSpec, dataset: str, overrides: dict[str, Any]
         params = model.params.for_dataset(dataset, **overrides)
         if params.nodes == 1:  # several nodes: each host's GPUs are checked where it is (ncflow/nodes.py)
             check_gpus(params.gpus)
+        model = model.for_params(params)  # a model that trains on either split registers under its split's
     except NcflowError as err:
         log.error("refusing to start: %s", err)
         raise
@@ -117,9 +118,10 @@ def train_and_register(model: ModelSpec, dataset: str, overrides: dict[str, Any]
         **{name: scores[name] for name in model.metrics},
         **{name: scores[name] for name in (*model.full_metrics, metric) if name in scores},
         **{
-            f"popularity_{name}": scores[f"popularity_{name}"]
+            f"{baseline}_{name}": scores[f"{baseline}_{name}"]
+            for baseline in ("popularity", "ease")
             for name in model.full_metrics
-            if f"popularity_{name}" in scores
+            if f"{baseline}_{name}" in scores
         },
         **{name: value for name, value in scores.items() if name.startswith("cold_start_")},  # temporal
         f"trainer_{metric}": trained[model.trainer_key(metric)],

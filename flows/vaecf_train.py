@@ -46,6 +46,7 @@ def vae_cf_train(
     checkpoint_every: int | None = None,
     eval_users_per_chunk: int | None = None,
     heldout_users: int | None = None,
+    protocol: str | None = None,
     cpu_processes: int | None = None,
     force: bool | None = None,
     source: str | None = None,
@@ -78,6 +79,8 @@ def vae_cf_train(
         anneal: the KL weight schedule: nvidia (cap 0.1), paper (cap 0.2) or none
         hidden: encoder/decoder hidden units; latent: the latent dimension
         heldout_users: validation and test users each (capped at 10% of the users)
+        protocol: vaecf (held-out users) or ncf (leave latest out with validation, as NeuMF and EASE:
+            registered as vae-cf-ncf, comparable with them)
         source: a mirror URL, a local archive or a folder (default: the dataset's URL); for a pg:TABLE
             dataset, a SQL query to read instead of the whole table
         user_col, item_col, rating_col, timestamp_col: your own log's column names (ids may be

@@ -1,6 +1,8 @@
 """A registered model's card (markdown): the promotion decision and why, metrics against the previous
-champion, training time, the learning curve as a picture (ncflow.learning_curve) and as numbers,
-data and parameters. Generic over models: the caller names the metrics to show."""
+champion and against the baselines (item popularity and EASE, fitted on the same training data and
+scored on the same users; the card says plainly when one beats the model), training time, the
+learning curve as a picture (ncflow.learning_curve) and as numbers, data and parameters. Generic
+over models: the caller names the metrics to show."""
 
 from __future__ import annotations
 
@@ -9,6 +11,8 @@ from typing import Any
 
 from ncflow.learning_curve import learning_curve_markdown
 from ncflow.registry import Registration
+
+BASELINES = (("popularity", "item popularity"), ("ease", "EASE"))  # the evaluations' key prefixes
 
 
 def model_card(
@@ -30,6 +34,11 @@ def model_card(
         "",
         decision(reg),
         "",
+        *(
+            line
+            for verdict in baseline_verdicts(entry.metrics, (*metrics, *full_metrics))
+            for line in (verdict, "")
+        ),
         "## Metrics (independent evaluation of the saved bundle)",
         "",
         *comparison(reg, metrics),
@@ -119,14 +128,53 @@ def comparison(reg: Registration, metrics: tuple[str, ...]) -> list[str]:
             "",
             f"The deciding row scores both models on {fair['on']}; the other rows are each model's own test set.",
         ]
-    baseline = [
-        f"{name} {entry.metrics[f'popularity_{name}']:.4f}"
-        for name in metrics
-        if f"popularity_{name}" in entry.metrics
+    return lines + baseline_table(entry.metrics, metrics)
+
+
+def _baseline_label(scores: dict[str, Any], prefix: str, label: str) -> str:
+    lam = scores.get(f"{prefix}_lambda")
+    return f"{label} (lambda {lam:g})" if isinstance(lam, int | float) else label
+
+
+def baseline_table(scores: dict[str, Any], names: tuple[str, ...]) -> list[str]:
+    """The model beside the baselines on `names`: the same users, the same protocol; they were fitted on
+    the same training data (models/ease/evaluate.py: baseline_rows). Empty when none was measured."""
+    names = tuple(n for n in names if n in scores)
+    rows = [
+        (_baseline_label(scores, prefix, label), {n: scores[f"{prefix}_{n}"] for n in names})
+        for prefix, label in BASELINES
+        if names and all(f"{prefix}_{n}" in scores for n in names)
     ]
-    if baseline:  # the same users scored by item popularity alone: what the model adds
-        lines += ["", "Item-popularity baseline on the same users: " + ", ".join(baseline) + "."]
-    return lines
+    if not rows:
+        return []
+    return [
+        "",
+        "Baselines fitted on the same training data, scored on the same users:",
+        "",
+        "| | " + " | ".join(n.upper() for n in names) + " |",
+        "|---|" + "---|" * len(names),
+        *(
+            f"| {who} | " + " | ".join(_f(values[n]) for n in names) + " |"
+            for who, values in [("this model", scores), *rows]
+        ),
+    ]
+
+
+def baseline_verdicts(scores: dict[str, Any], names: tuple[str, ...]) -> list[str]:
+    """One plain sentence per baseline that scores above the model on any of `names` (test metrics)."""
+    verdicts = []
+    for prefix, label in BASELINES:
+        beaten = [
+            f"{n} {scores[f'{prefix}_{n}']:.4f} against {scores[n]:.4f}"
+            for n in dict.fromkeys(names)
+            if _number(scores.get(n))
+            and _number(scores.get(f"{prefix}_{n}"))
+            and scores[f"{prefix}_{n}"] > scores[n]
+        ]
+        if beaten:
+            who = _baseline_label(scores, prefix, label)
+            verdicts.append(f"**A baseline beats this model: {who}**, on " + "; ".join(beaten) + ".")
+    return verdicts
 
 
 def full_ranking_table(scores: dict[str, Any], names: tuple[str, ...]) -> list[str]:
@@ -135,8 +183,9 @@ def full_ranking_table(scores: dict[str, Any], names: tuple[str, ...]) -> list[s
     if not names:
         return []
     rows = [("this model", scores)]
-    if all(f"popularity_{n}" in scores for n in names):
-        rows.append(("item popularity", {n: scores[f"popularity_{n}"] for n in names}))
+    for prefix, label in BASELINES:
+        if all(f"{prefix}_{n}" in scores for n in names):
+            rows.append((_baseline_label(scores, prefix, label), {n: scores[f"{prefix}_{n}"] for n in names}))
     return [
         "",
         "### Full ranking (each held-out item against every item the user has not seen)",
@@ -159,13 +208,14 @@ def _pairs(params: dict[str, Any]) -> list[str]:
 
 def _references(reg: Registration, metrics: tuple[str, ...]) -> dict[str, float]:
     """Dashed lines on the curve: the score to beat (the champion's, on this test set) and what item
-    popularity alone scores."""
+    popularity and EASE score."""
     metric, refs = reg.entry.record["metric"], {}
     if reg.previous is not None and reg.previous_score is not None:
         refs[f"champion v{reg.previous.version} {metric.upper()}"] = float(reg.previous_score)
     for name in metrics[:1]:
-        if isinstance(reg.entry.metrics.get(f"popularity_{name}"), int | float):
-            refs[f"popularity {name.upper()}"] = float(reg.entry.metrics[f"popularity_{name}"])
+        for prefix, label in BASELINES:
+            if isinstance(reg.entry.metrics.get(f"{prefix}_{name}"), int | float):
+                refs[f"{label.split()[-1]} {name.upper()}"] = float(reg.entry.metrics[f"{prefix}_{name}"])
     return refs
 
 

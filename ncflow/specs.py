@@ -5,6 +5,11 @@ fields instead of naming a model; a model plugs in with a trainer speaking `mode
 (`python -m models.<package>.train --data DIR --out DIR [flags]`), a
 `models.<package>.evaluate.evaluate_bundle(bundle, data, device=...)`, a parameter class
 (configs/<package>/) and an entry here.
+
+A model that trains on either split (EASE, Mult-VAE: their `protocol` parameter) has one entry per
+split, so that its registry folder, champion and metrics are the split's: `ease` (NCF split) and
+`ease-vaecf`, `vae-cf` (VAE-CF split) and `vae-cf-ncf`. The CLI lists the first of each; the flow
+picks the run's entry with `for_params`.
 """
 
 from __future__ import annotations
@@ -22,11 +27,14 @@ def _identity(scores: dict[str, Any]) -> dict[str, Any]:
 
 
 def _vaecf_scores(result: dict[str, Any]) -> dict[str, Any]:
-    """models.vaecf.evaluate.evaluate_bundle's nested result, flat: the model's metrics, then the
-    item-popularity baseline's as `popularity_<metric>` (the card shows what the model adds)."""
+    """models.vaecf.evaluate.evaluate_bundle's nested result, flat: the model's metrics, its validation
+    ones as `valid_<metric>`, then the baselines' as `popularity_<metric>` and `ease_<metric>` (the card
+    shows what the model adds)."""
     return {
         **result["mult_vae"],
+        **{f"valid_{k}": v for k, v in result.get("valid", {}).items() if k != "full_users"},
         **{f"popularity_{k}": v for k, v in result["popularity"].items() if k != "full_users"},
+        **{k: v for k, v in result.get("baselines", {}).items() if k.startswith("ease_")},
         "users": result["users"],
     }
 
@@ -44,6 +52,12 @@ def _vaecf_epoch(event: dict[str, Any], start: dict[str, Any]) -> tuple[dict[str
     return {"KL beta": round(event.get("beta", 0.0), 5)}, f"KL weight {event.get('beta', 0.0):.4f}"
 
 
+def _ease_epoch(event: dict[str, Any], start: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """EASE's `epochs` are the lambdas tried: one closed-form solve each, then validation."""
+    items = start.get("items", 0)
+    return {}, f"lambda {event.get('lambda', 0):g}: one {items:,} x {items:,} solve on {start.get('device')}"
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     name: str  # the CLI's, the registry folder's and the artifact keys' name
@@ -59,6 +73,8 @@ class ModelSpec:
     # Full ranking against every unseen item (models/common/full_rank.py): the evaluate task's, not per epoch.
     full_metrics: tuple[str, ...] = ("full_hr@10", "full_ndcg@10", "full_recall@20")
     epoch_note: Callable[[dict[str, Any], dict[str, Any]], tuple[dict[str, Any], str]] | None = None
+    protocols: tuple[tuple[str, str], ...] = ()  # (the run's `protocol`, the entry it registers under)
+    listed: bool = True  # a `ncflow train` subcommand (an entry for another split is reached through it)
 
     @property
     def params(self) -> Any:
@@ -73,8 +89,13 @@ class ModelSpec:
         return self.trainer_metric if metric == self.metric else metric
 
     def selection_metric(self, params: Any) -> str:
-        """The champion rule's metric for a run of `params`: validation HR@10 when it holds one out."""
-        return "valid_hr@10" if getattr(params, "validation", False) else self.metric
+        """The champion rule's metric for a run of `params`: the validation one when it holds one out
+        (NCF: valid_hr@10)."""
+        return f"valid_{self.metric}" if getattr(params, "validation", False) else self.metric
+
+    def for_params(self, params: Any) -> ModelSpec:
+        """The entry a run of `params` registers under: its split's, for a model that trains on either."""
+        return SPECS[dict(self.protocols).get(getattr(params, "protocol", ""), self.name)]
 
 
 SPECS: dict[str, ModelSpec] = {
@@ -89,7 +110,26 @@ SPECS: dict[str, ModelSpec] = {
             name="vae-cf", package="vaecf", flow="vae-cf-train", params_path="configs.vaecf:VAECFTrainParams",
             flow_path="flows.vaecf_train:vae_cf_train", metric="ndcg@100", trainer_metric="test_ndcg@100",
             metrics=("ndcg@100", "recall@20", "recall@50"), throughput=("users_per_s", "users/s"),
-            scores=_vaecf_scores, epoch_note=_vaecf_epoch,
+            scores=_vaecf_scores, epoch_note=_vaecf_epoch, protocols=(("ncf", "vae-cf-ncf"),),
+        ),
+        ModelSpec(
+            name="ease", package="ease", flow="ease-train", params_path="configs.ease:EASETrainParams",
+            flow_path="flows.ease_train:ease_train", metric="full_ndcg@10", trainer_metric="full_ndcg@10",
+            metrics=("full_ndcg@10", "full_hr@10", "hr@10", "ndcg@10"), throughput=("lambda", "lambda"),
+            epoch_note=_ease_epoch, protocols=(("vaecf", "ease-vaecf"),),
+        ),
+        # The same models on the other split (see the module docstring).
+        ModelSpec(
+            name="ease-vaecf", package="ease", flow="ease-train", params_path="configs.ease:EASETrainParams",
+            flow_path="flows.ease_train:ease_train", metric="ndcg@100", trainer_metric="ndcg@100",
+            metrics=("ndcg@100", "recall@20", "recall@50"), throughput=("lambda", "lambda"),
+            epoch_note=_ease_epoch, listed=False,
+        ),
+        ModelSpec(
+            name="vae-cf-ncf", package="vaecf", flow="vae-cf-train", params_path="configs.vaecf:VAECFTrainParams",
+            flow_path="flows.vaecf_train:vae_cf_train", metric="full_ndcg@10", trainer_metric="test_full_ndcg@10",
+            metrics=("ndcg@100", "recall@20", "recall@50"), throughput=("users_per_s", "users/s"),
+            scores=_vaecf_scores, epoch_note=_vaecf_epoch, listed=False,
         ),
     )
 }  # fmt: skip

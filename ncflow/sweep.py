@@ -9,18 +9,25 @@ from typing import Any
 
 # Per model, the summary keys to rank by, first found wins, with what the key measures. NCF's trainer
 # reports `valid_hr@10` once it holds out a validation item (issue 11 part 1); until then its `hr@10`
-# is on the test set. Mult-VAE's per-epoch `ndcg@100` is on its validation users.
+# is on the test set. Mult-VAE keeps its best validation epoch's weights: `best_ndcg100` is that epoch's
+# validation NDCG@100 (its `ndcg@100` is the last epoch's, which the bundle may not hold).
 SELECTION: dict[str, tuple[tuple[str, str], ...]] = {
     "ncf": (
         ("valid_hr@10", "validation"),
         ("hr@10", "test (this trainer reports no validation metric)"),
     ),
     "vae-cf": (
-        ("valid_ndcg@100", "validation"),
-        ("ndcg@100", "validation"),
+        ("best_ndcg100", "validation (the kept epoch)"),
+        ("ndcg@100", "validation (the last epoch)"),
         ("test_ndcg@100", "test (this trainer reports no validation metric)"),
     ),
+    "ease": (
+        ("valid_full_ndcg@10", "validation"),
+        ("full_ndcg@10", "test (no validation split: one lambda)"),
+    ),
 }
+SELECTION["vae-cf-ncf"] = SELECTION["vae-cf"]
+SELECTION["ease-vaecf"] = (("valid_ndcg@100", "validation"), ("ndcg@100", "test"))
 
 
 def selection_metric(model: str, summaries: list[dict[str, Any]]) -> tuple[str, str]:
@@ -47,6 +54,7 @@ def rank_rows(
                 key: None if score is None else round(float(score), 5),
                 "epochs": summary.get("epochs") if summary else None,
                 "seconds": round(float(summary.get("seconds", 0.0)), 2) if summary else None,
+                "worker": summary.get("worker") if summary else None,
                 "status": "ok" if summary else f"failed: {(error or '').splitlines()[0][:120]}",
             }
         )

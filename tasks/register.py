@@ -1,9 +1,11 @@
 """The registration task: the bundle becomes the next immutable version in the registry; the
-`champion` alias moves to it only if it scores better on the same test set.
+`champion` alias moves to it only if it scores better on the same test set; the dataset's `best`
+alias (ncflow/best.py, across model families) moves to it only if it beats the best of any family.
 
 Artifacts: `<model>-<dataset>-model-card` (markdown), `<model>-<dataset>-metrics` (markdown: the
 decision and why, then this model against the previous champion), `<model>-<dataset>-bundle` (a link
-to the registered folder, its path in the text: a browser will not open file:// links from the UI).
+to the registered folder, its path in the text: a browser will not open file:// links from the UI),
+`best-<dataset>-comparison` (markdown: the `best` decision and every family's champion on this data).
 """
 
 from __future__ import annotations
@@ -17,9 +19,9 @@ from prefect import task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from ncflow import registry
+from ncflow import best, registry
 from ncflow.data.preprocess import read_manifest
-from ncflow.model_card import comparison, decision, model_card
+from ncflow.model_card import baseline_verdicts, comparison, decision, model_card
 from ncflow.specs import spec
 from tasks._run import artifact, artifact_key, run_logger
 from tasks.evaluate import score_bundle
@@ -79,12 +81,13 @@ def register_model(
     log.info("registered %s %s v%d at %s: %s", model, dataset, reg.entry.version, reg.entry.path, reg.reason)
 
     key = artifact_key(model, dataset)
+    verdicts = [line + "\n" for line in baseline_verdicts(metrics, (*what.metrics, *what.full_metrics))]
     artifact(
         create_markdown_artifact, (reg.entry.path / registry.CARD).read_text(), key=f"{key}-model-card",
         description=f"{model} {dataset} v{reg.entry.version}: {reg.reason}",
     )  # fmt: skip
     artifact(
-        create_markdown_artifact, "\n".join([decision(reg), "", *comparison(reg, what.metrics), ""]),
+        create_markdown_artifact, "\n".join([decision(reg), "", *verdicts, *comparison(reg, what.metrics), ""]),
         key=f"{key}-metrics", description=f"v{reg.entry.version} against the previous champion: {reg.reason}",
     )  # fmt: skip
     artifact(
@@ -92,10 +95,21 @@ def register_model(
         key=f"{key}-bundle", description="the registered bundle (immutable)",
     )  # fmt: skip
     champion = registry.champion(Path(registry_dir), model, dataset)
+    across = best.consider(
+        Path(registry_dir), dataset, model, reg.entry, data.get("protocol", ""),
+        rescore=lambda family, path: score_bundle(family, path, data_dir, device),
+    )  # fmt: skip
+    log.info("best %s: %s", dataset, across.reason)
+    artifact(
+        create_markdown_artifact, across.comparison, key=artifact_key("best", dataset, "comparison"),
+        description=f"the best model for {dataset} across families: {across.reason}",
+    )  # fmt: skip
     return {
         "version": reg.entry.version,
         "path": str(reg.entry.path),
         "promoted": reg.promoted,
         "reason": reg.reason,
         "champion": str(champion.path) if champion else None,
+        "best": across.best,
+        "best_moved": across.moved,
     }

@@ -21,6 +21,7 @@ Several machines (`nodes` > 1): the same trainer, one torchrun agent per Dask wo
 from __future__ import annotations
 
 import math
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -139,6 +140,17 @@ def _finite(value: Any) -> bool:
     return isinstance(value, int | float) and math.isfinite(value)
 
 
+def where_running() -> str:
+    """The process this task runs in: a Dask worker's address (a sweep's trials) or `local`, and its pid."""
+    try:
+        from distributed import get_worker
+
+        place = get_worker().address
+    except (ImportError, ValueError):  # not inside a Dask worker
+        place = "local"
+    return f"{place} pid {os.getpid()}"
+
+
 @task(
     name="train_model",
     task_run_name="train-{model}",
@@ -160,7 +172,7 @@ def train_model(
 ) -> dict[str, Any]:
     """Run `model`'s trainer (models.<package>.train) under torchrun with `processes` processes (per
     node); return its `done` summary plus `history` (the epoch events), `wall_seconds` (the trainer
-    process), `processes`, `nodes` and `device`.
+    process), `processes`, `nodes`, `device` and `worker` (which Dask worker ran a sweep's trial).
 
     With `nodes` above 1 the nodes are workers of the Dask cluster at `scheduler` (none: a local
     cluster of `nodes` processes), one torchrun agent each (ncflow/node_agents.py); the rendezvous id
@@ -190,6 +202,7 @@ def train_model(
         "device": config.get("device"),
         "out_dir": out_dir,
         "resumed_at_epoch": resumed or None,  # the epoch a retry continued at; None: from the start
+        "worker": where_running(),
     }
 
 

@@ -1,12 +1,15 @@
 """Sweeps: the space's validation and draws, the ranking rule, and a 2-trial sweep of NCF on
-synth-tiny run through a real (temporary) Prefect server and prefect-dask on a 2-process LocalCluster."""
+synth-tiny run through a real (temporary) Prefect server and prefect-dask on a 2-process LocalCluster
+(each trial on its own worker process, ranked on validation)."""
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
+import yaml
 
 from configs.ncf import NCFTrainParams
 from configs.sweep import load_space
@@ -69,23 +72,48 @@ def test_ranking_uses_validation_when_reported_else_test_and_puts_failures_last(
     with_valid = [{"hr@10": 0.9, "valid_hr@10": 0.4}, {"hr@10": 0.1, "valid_hr@10": 0.6}, None]
     rows, key, what = rank_rows("ncf", trials, with_valid, [None, None, "x"])
     assert key == "valid_hr@10" and what == "validation" and rows[0]["trial"] == 1
+    # Mult-VAE's bundle holds its best validation epoch: trials rank by that epoch's score, not the last's.
+    vae = [{"ndcg@100": 0.40, "best_ndcg100": 0.41}, {"ndcg@100": 0.30, "best_ndcg100": 0.45}, None]
+    rows, key, what = rank_rows("vae-cf", trials, vae, [None, None, "x"])
+    assert key == "best_ndcg100" and what.startswith("validation") and rows[0]["trial"] == 1
 
 
 def test_two_trial_sweep_on_a_2_process_cluster_registers_its_best(tmp_path, capsys, monkeypatch):
     from prefect.testing.utilities import prefect_test_harness
 
     monkeypatch.chdir(tmp_path)
+    shipped = yaml.safe_load((NCFTrainParams.CONFIG_DIR / "sweep.yaml").read_text())
+    space = write(tmp_path, yaml.safe_dump({**shipped, "fixed": {**shipped["fixed"], "epochs": 2}}))
     with prefect_test_harness(server_startup_timeout=120):
         code = cli(
-            ["sweep", "ncf", "--dataset", "synth-tiny", "--trials", "2", "--workers", "2", "--epochs", "2"]
+            [
+                "sweep",
+                "ncf",
+                "--dataset",
+                "synth-tiny",
+                "--trials",
+                "2",
+                "--workers",
+                "2",
+                "--space",
+                str(space),
+            ]
         )
     assert code == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     table = result["table"]
     assert [r["rank"] for r in table] == [1, 2] and all(r["status"] == "ok" for r in table)
-    assert result["ranked_by"] == "hr@10" and result["best_trial"] == table[0]["trial"]
-    assert table[0]["hr@10"] >= table[1]["hr@10"]
+    assert [r["epochs"] for r in table] == [2, 2]  # the space's fixed settings reach every trial
+    # Ranked on validation (the shipped space holds each user's second-latest item out), never on test.
+    assert (result["ranked_by"], result["measured_on"]) == ("valid_hr@10", "validation")
+    assert result["best_trial"] == table[0]["trial"] and table[0]["valid_hr@10"] >= table[1]["valid_hr@10"]
+    # The trials ran on the cluster: two Dask worker processes, neither of them this one.
+    workers = [r["worker"] for r in table]
+    pids = {w.rsplit(" pid ", 1)[1] for w in workers}
+    assert all(w.startswith("tcp://") for w in workers) and len(set(workers)) == len(pids) == 2, workers
+    assert str(os.getpid()) not in pids
     champion = registry.champion(tmp_path / "registry", "ncf", "synth-tiny")
     assert champion is not None and champion.version == result["version"] == 1
     assert champion.record["params"]["lr"] == result["best_params"]["lr"]
+    assert champion.record["metric"] == "valid_hr@10"  # registered on the selection metric too
     assert sorted(p.name for p in next((tmp_path / "runs").iterdir()).iterdir()) == ["trial-0", "trial-1"]

@@ -283,7 +283,8 @@ def test_vaecf_registration_uses_ndcg100_and_recommend_folds_in(vae_data, vae_tr
     record = json.loads(Path(first["path"], registry.RECORD).read_text())
     assert record["metric"] == "ndcg@100" and record["model"] == "vae-cf"
     card = Path(first["path"], registry.CARD).read_text()
-    assert "| NDCG@100 | RECALL@20 | RECALL@50 | users/s |" in card and "popularity baseline" in card
+    assert "| NDCG@100 | RECALL@20 | RECALL@50 | users/s |" in card and "| item popularity |" in card
+    assert "| EASE (lambda " in card  # fitted on the same training data (models/ease/evaluate.py)
     worse = {**scores, "ndcg@100": scores["ndcg@100"] - 0.1, "recall@20": 1.0}  # better recall does not count
     second = register_model.fn(*args, worse, vae_trained, params, str(tmp_path))
     assert not second["promoted"] and second["version"] == 2 and second["champion"] == first["path"]

@@ -98,3 +98,50 @@ def test_the_ui_draws_the_learning_curve_image(server):
     assert len(drawn) == 1, drawn
     natural, width, height = drawn[0]
     assert natural > 0 and width > 100 and height > 50  # decoded and laid out, not a broken-image icon
+
+
+MAKE_CARD = textwrap.dedent(
+    """
+    from pathlib import Path
+    from prefect import flow
+    from prefect.artifacts import create_markdown_artifact
+    from ncflow.model_card import model_card
+    from ncflow.registry import Entry, Registration
+
+    metrics = {"hr@10": 0.55, "ndcg@10": 0.31, "full_hr@10": 0.07, "full_ndcg@10": 0.035, "full_recall@20": 0.12}
+    metrics |= {f"popularity_{k}": v / 2 for k, v in list(metrics.items())}
+    metrics |= {f"ease_{k}": v * 1.2 for k, v in list(metrics.items()) if not k.startswith("popularity")}
+    metrics["ease_lambda"] = 200.0
+    record = {"model": "ncf", "dataset": "ml-100k", "metric": "hr@10"}
+    reg = Registration(Entry(1, Path("v1"), metrics, "ml-100k-ncf-0", record), True, None, None, "first model: champion")
+    history = [{"epoch": e, "loss": 0.5 - 0.05 * e, "hr@10": 0.4 + 0.05 * e} for e in range(3)]
+
+    @flow
+    def publish():
+        card = model_card(reg, data={}, params={}, history=history, training={})
+        return create_markdown_artifact(card, key="ui-card")
+
+    print(publish())
+    """
+)
+
+
+def test_the_ui_shows_the_baseline_rows_of_a_model_card(server):
+    """The card's baseline rows (item popularity, EASE) and its verdict reach a person as table cells."""
+    env, ui = server
+    made = subprocess.run(
+        [sys.executable, "-c", MAKE_CARD], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert made.returncode == 0, made.stderr[-3000:]
+    artifact_id = made.stdout.strip().splitlines()[-1]
+    sys.path.insert(0, str(REPO / "bench"))
+    from cdp import Browser
+
+    with Browser(CHROMIUM, 1200, 900) as browser:
+        browser.open(
+            f"{ui}/artifacts/artifact/{artifact_id}", "document.body.innerText.includes('Baselines')"
+        )
+        cells = browser.evaluate("[...document.querySelectorAll('td')].map(td => td.innerText.trim())")
+        text = browser.evaluate("document.body.innerText")
+    assert "item popularity" in cells and "EASE (lambda 200)" in cells, cells
+    assert "A baseline beats this model: EASE (lambda 200)" in text

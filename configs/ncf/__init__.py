@@ -21,8 +21,8 @@ NCF_CONFIG_DIR = Path(__file__).resolve().parent
 
 # Fields handed to the trainer as flags (models.ncf.train.TrainConfig has the same names).
 TRAIN_FIELDS = (
-    "epochs", "batch_size", "lr", "beta1", "beta2", "eps", "negatives", "verified_negatives", "precision",
-    "target_hr", "patience", "seed", "cuda_graphs", "mf_dim", "mlp_layers", "dropout",
+    "epochs", "batch_size", "lr", "beta1", "beta2", "eps", "weight_decay", "negatives", "verified_negatives",
+    "precision", "target_hr", "patience", "seed", "cuda_graphs", "architecture", "mf_dim", "mlp_layers", "dropout",
 )  # fmt: skip
 
 
@@ -40,6 +40,7 @@ class NCFTrainParams(TrainParams):
     beta1: float = Field(default=0.25, ge=0, lt=1)  # NVIDIA's unusual betas go with the 2^20 batch
     beta2: float = Field(default=0.5, ge=0, lt=1)
     eps: float = Field(default=1e-8, gt=0)
+    weight_decay: float = Field(default=0.0, ge=0)  # L2 through Adam (torch.optim.Adam's); NVIDIA: none
     negatives: int = Field(default=4, ge=1)  # per positive, redrawn every epoch on the device
     verified_negatives: bool = False  # False: NVIDIA's unverified shortcut (~0.5% false negatives)
     precision: Literal["auto", "fp32", "tf32", "bf16", "fp16"] = "auto"  # auto: bf16 on GPUs, fp32 on CPUs
@@ -49,6 +50,10 @@ class NCFTrainParams(TrainParams):
     )  # stop after this many epochs without a better selection HR@10; 0: never
     seed: int = Field(default=0, ge=0)
     cuda_graphs: bool = True  # replay each step as one CUDA graph on GPUs; ignored on CPUs and with fp16
+    architecture: Literal["neumf", "mf"] = Field(
+        default="neumf",
+        description="neumf, or mf: GMF alone (a dot product), Rendle et al.'s strong baseline",
+    )  # mf ignores mlp_layers and dropout
     mf_dim: int = Field(default=64, ge=1)
     mlp_layers: tuple[int, ...] = Field(default=(256, 256, 128, 64), min_length=1)
     dropout: float = Field(default=0.5, ge=0, lt=1)

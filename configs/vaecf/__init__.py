@@ -51,9 +51,16 @@ class VAECFTrainParams(TrainParams):
     latent: int = Field(default=200, ge=1)
     dropout: float = Field(default=0.5, ge=0, lt=1)  # on the input
     # Preprocessing
+    protocol: Literal["vaecf", "ncf"] = Field(
+        default="vaecf",
+        description="the split: vaecf (held-out users, the paper's) or ncf (leave latest out, with "
+        "validation: NeuMF's and EASE's, where the `best` alias compares models)",
+    )  # registered as `vae-cf` or `vae-cf-ncf`: their scores are not comparable
     heldout_users: int = Field(
         default=10_000, ge=1
     )  # validation and test users each (scaled down on small data)
 
     def preprocess_config(self) -> PreprocessConfig:
+        if self.protocol == "ncf":  # the folder ncf-train and ease-train use with validation
+            return PreprocessConfig(protocol="ncf", validation=True, **self.source_settings())
         return PreprocessConfig(protocol="vaecf", heldout_users=self.heldout_users, **self.source_settings())

@@ -13,9 +13,10 @@ import torch
 
 
 class FusedAdam:
-    def __init__(self, params, lr: float, betas: tuple[float, float], eps: float):
+    def __init__(self, params, lr: float, betas: tuple[float, float], eps: float, weight_decay: float = 0.0):
         self.params = list(params)
         self.lr, (self.beta1, self.beta2), self.eps = lr, betas, eps
+        self.weight_decay = weight_decay  # L2 added to the gradient, as torch.optim.Adam's (not AdamW's)
         self.param_groups = [{"params": self.params, "lr": lr}]
         self.exp_avg = [torch.zeros_like(p) for p in self.params]
         self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
@@ -28,7 +29,7 @@ class FusedAdam:
         torch._foreach_add_(self.steps, 1)
         torch._fused_adam_(
             self.params, grads, self.exp_avg, self.exp_avg_sq, [], self.steps, lr=self.lr,
-            beta1=self.beta1, beta2=self.beta2, weight_decay=0.0, eps=self.eps, amsgrad=False, maximize=False,
+            beta1=self.beta1, beta2=self.beta2, weight_decay=self.weight_decay, eps=self.eps, amsgrad=False, maximize=False,
         )  # fmt: skip
 
     def zero_grad(self, set_to_none: bool = True) -> None:

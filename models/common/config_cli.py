@@ -16,8 +16,9 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type) -> None:
         if kind is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
         elif "tuple" in str(kind):
+            parse = float_tuple if "float" in str(kind) else int_tuple
             parser.add_argument(
-                flag, type=int_tuple, default=default, help=f"comma-separated (default {default})"
+                flag, type=parse, default=default, help=f"comma-separated (default {default})"
             )
         else:
             parser.add_argument(
@@ -31,3 +32,7 @@ def config_from_args(cls: type, args: argparse.Namespace) -> Any:
 
 def int_tuple(text: str) -> tuple[int, ...]:
     return tuple(int(part) for part in text.split(",") if part.strip())
+
+
+def float_tuple(text: str) -> tuple[float, ...]:
+    return tuple(float(part) for part in text.split(",") if part.strip())

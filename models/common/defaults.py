@@ -73,7 +73,7 @@ def resolve_defaults(
             note = f"defaults for {dataset} from configs/{config_dir}/{preset.name}: " + ", ".join(
                 f"{k}={v}" for k, v in chosen.items()
             )
-    elif "batch_size" not in given:
+    elif "batch_size" in fields and "batch_size" not in given:  # EASE has no batches
         units = batch_units(manifest, {**values, **given})
         batch = largest_batch(units, values["batch_size"])
         note = (

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from models.common.distributed import all_reduce_sum
-from models.common.full_rank import CSR, METRICS, ScoreFn, full_rank_metrics, popularity_scorer
+from models.common.full_rank import CSR, METRICS, ScoreFn, full_rank_metrics
 from models.common.precision import Precision, resolve_precision
 from models.ncf.data import NCFData
 from models.ncf.metrics import hit_ndcg
@@ -141,6 +141,7 @@ def evaluate_bundle(
     bundle_dir: Path, data_dir: Path, device: str = "cpu", precision: str | None = None
 ) -> dict:
     """Score a saved bundle on a processed dataset's test users, independently of any trainer."""
+    from models.ease.evaluate import baseline_rows
     from models.ncf.bundle import load_bundle
     from models.ncf.data import load_ncf_data
 
@@ -165,8 +166,12 @@ def evaluate_bundle(
         result |= {"valid_hr@10": valid_hr, "valid_ndcg@10": valid_ndcg}
     chunk = full_rank_chunk(model, data.n_items, where, resolved.autocast_dtype)
     full = full_rank(ncf_scorer(model, resolved), data, "test", chunk)
-    popular = full_rank(popularity_scorer(data.train_item, data.n_items), data, "test", chunk)
-    return result | full | {f"popularity_{k}": v for k, v in popular.items() if k in METRICS}
+    if data.has_validation:  # what the `best` alias compares across models (ncflow/best.py)
+        valid_full = full_rank(ncf_scorer(model, resolved), data, "valid", chunk)
+        result |= {f"valid_{k}": v for k, v in valid_full.items() if k in METRICS}
+    # Item popularity and EASE, fitted on the same training data and scored the same way (sampled and
+    # full): the baseline rows of the model card.
+    return result | full | baseline_rows(data_dir, where)
 
 
 def main(argv: list[str] | None = None) -> int:

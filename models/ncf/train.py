@@ -67,6 +67,7 @@ class TrainConfig:
     beta1: float = 0.25
     beta2: float = 0.5
     eps: float = 1e-8
+    weight_decay: float = 0.0  # L2 on every parameter through Adam (NVIDIA: none); MF needs some
     negatives: int = 4  # per positive, redrawn every epoch
     verified_negatives: bool = False  # False: NVIDIA's unverified "shortcut" (~0.5% false negatives)
     precision: str = "auto"  # fp32 | tf32 | bf16 | fp16; auto: bf16 on GPUs, fp32 on CPUs
@@ -77,9 +78,10 @@ class TrainConfig:
     device: str = "auto"  # auto | cuda | cpu
     cuda_graphs: bool = True  # replay each step's forward+backward as one CUDA graph (GPUs; not fp16)
     eval_users_per_chunk: int = 32768  # evaluation chunk: (users, 1+K) candidates at a time
+    architecture: str = "neumf"  # neumf | mf: GMF alone, a dot product (Rendle et al. 2020's strong baseline)
     mf_dim: int = 64
-    mlp_layers: tuple[int, ...] = (256, 256, 128, 64)
-    dropout: float = 0.5
+    mlp_layers: tuple[int, ...] = (256, 256, 128, 64)  # ignored by mf
+    dropout: float = 0.5  # after each MLP ReLU: ignored by mf
 
     def __post_init__(self) -> None:
         checks = {
@@ -93,6 +95,8 @@ class TrainConfig:
             "target-hr must be in (0, 1]": 0 < self.target_hr <= 1,
             "eval-users-per-chunk must be >= 1": self.eval_users_per_chunk >= 1,
             "patience must be >= 0": self.patience >= 0,
+            "weight-decay must be >= 0": self.weight_decay >= 0,
+            "architecture must be neumf or mf": self.architecture in ("neumf", "mf"),
         }
         bad = [message for message, ok in checks.items() if not ok]
         if bad:
@@ -120,7 +124,8 @@ class Trainer:
         self.xp = array_module(d.device)
         self.shards = user_shards(data.train_user, data.n_users, d.world_size)
         self.user_lo, self.user_hi, pos_lo, pos_hi = self.shards[d.rank]
-        self.model_config = NeuMFConfig(data.n_users, data.n_items, cfg.mf_dim, cfg.mlp_layers, cfg.dropout)
+        layers = () if cfg.architecture == "mf" else cfg.mlp_layers  # () is NeuMF's GMF branch alone
+        self.model_config = NeuMFConfig(data.n_users, data.n_items, cfg.mf_dim, layers, cfg.dropout)
         # The same initial weights on every rank and for every world size: the whole model is drawn
         # from the seed, then a rank keeps its users' rows. (Not on the meta device: initialising
         # there imports torch._dynamo, seconds of start-up.)
@@ -133,8 +138,9 @@ class Trainer:
         self.user_table = self.model.user_embed.weight
         self.replicated = [q for q in self.model.parameters() if q is not self.user_table]
         self.optimizer = FusedAdam(
-            self.model.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps
-        )
+            self.model.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps,
+            weight_decay=cfg.weight_decay,
+        )  # fmt: skip
         self.scaler = torch.amp.GradScaler("cuda", enabled=precision.loss_scaling)
         # This rank's positives (user ids local to the shard). Equal step counts on every rank: the
         # smallest shard sets them; larger shards leave their few extra positives to later epochs.

@@ -7,7 +7,7 @@ split needs no device-to-host round trip.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -55,10 +55,16 @@ class VAEData:
     test_target: CSRTensors
     n_items: int
     manifest: dict
+    seen: dict[str, CSRTensors] = field(default_factory=dict)  # per split, when more than the fold-in
 
     def heldout(self, name: str) -> tuple[CSRTensors, CSRTensors]:
         """(fold-in, targets) of 'valid' or 'test': row r of both is the same user."""
         return getattr(self, f"{name}_foldin"), getattr(self, f"{name}_target")
+
+    def masked(self, name: str) -> CSRTensors:
+        """The items never ranked for 'valid' or 'test' users: their fold-in items, and on the NCF split
+        at test also their validation item (seen, but not the model's input: NeuMF never trained on it)."""
+        return self.seen.get(name, getattr(self, f"{name}_foldin"))
 
 
 def read_csr(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -72,7 +78,12 @@ def read_csr(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def load_vae_data(folder: Path, device: torch.device | str = "cpu") -> VAEData:
+    """A vaecf folder, or an ncf one (made with --validation) as the same rows: see ncf_as_vae."""
     folder = Path(folder)
+    from models.common.heldout import folder_protocol
+
+    if folder_protocol(folder) == "ncf":
+        return ncf_as_vae(folder, device)
     manifest = read_processed_manifest(folder, "vaecf")
     n_items = int(manifest["counts"]["items"])
     parts = {}
@@ -88,6 +99,30 @@ def load_vae_data(folder: Path, device: torch.device | str = "cpu") -> VAEData:
                 f"error: {folder}: {split}_foldin and {split}_target rows are not the same users"
             )
     return VAEData(**parts, n_items=n_items, manifest=manifest)
+
+
+def ncf_as_vae(folder: Path, device: torch.device | str = "cpu") -> VAEData:
+    """The NCF split (leave latest out) as Mult-VAE's rows (models/common/heldout.py): every user's
+    training items train; validation users fold in those items to find their second-latest item; at
+    test every user folds in the same training items to find their latest, the validation item masked.
+    So Mult-VAE is scored on exactly the data NeuMF and EASE are (the `best` alias's comparison)."""
+    from models.common.heldout import load_splits
+
+    splits = load_splits(folder, device)
+    if splits.valid is None:
+        raise SystemExit(
+            f"error: {folder} has no validation split: Mult-VAE picks its epoch on one (--validation)"
+        )
+
+    def rows(csr) -> CSRTensors:
+        return CSRTensors(csr.indptr, csr.indices, csr.indptr_host, np.arange(csr.rows))
+
+    valid, test = splits.valid, splits.test
+    return VAEData(
+        train=rows(splits.train), valid_foldin=rows(valid.inputs), valid_target=rows(valid.targets),
+        test_foldin=rows(test.inputs), test_target=rows(test.targets), n_items=splits.n_items,
+        manifest=splits.manifest, seen={"test": rows(test.seen)},
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)

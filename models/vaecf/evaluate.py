@@ -51,16 +51,22 @@ def popularity_scorer(train: CSRTensors, n_items: int) -> ScoreFn:
 @torch.no_grad()
 def evaluate(
     score_fn: ScoreFn, foldin: CSRTensors, target: CSRTensors, *, rank: int = 0, world_size: int = 1,
-    chunk: int = 4096,
+    chunk: int = 4096, seen: CSRTensors | None = None,
 ) -> dict[str, float]:  # fmt: skip
-    """Mean metrics over all held-out users; each rank scores a contiguous share, sums are all-reduced."""
+    """Mean metrics over all held-out users; each rank scores a contiguous share, sums are all-reduced.
+    `seen` (default: the fold-in items) are masked."""
+    seen = foldin if seen is None else seen
     n_users = foldin.rows
     lo, hi = n_users * rank // world_size, n_users * (rank + 1) // world_size
     sums = torch.zeros(len(METRICS), dtype=torch.float64, device=foldin.indices.device)
     for start in range(lo, hi, chunk):
         end = min(start + chunk, hi)
-        given, wanted = row_slice(foldin, start, end), row_slice(target, start, end)
-        scores = mask_foldin(score_fn(given), given.rows, given.indices)  # (U, items)
+        given, wanted, known = (
+            row_slice(foldin, start, end),
+            row_slice(target, start, end),
+            row_slice(seen, start, end),
+        )
+        scores = mask_foldin(score_fn(given), known.rows, known.indices)  # (U, items)
         per_user = ranking_metrics(scores, wanted.rows, wanted.indices)
         sums += torch.stack([per_user[name].sum() for name in METRICS]).double()
     all_reduce_sum(sums)
@@ -86,16 +92,24 @@ def row_scorer(score_fn: ScoreFn, foldin: CSRTensors) -> RowScoreFn:
 
 
 def full_rank(
-    score_fn: ScoreFn, foldin: CSRTensors, target: CSRTensors, chunk: int = 4096
+    score_fn: ScoreFn,
+    foldin: CSRTensors,
+    target: CSRTensors,
+    chunk: int = 4096,
+    seen: CSRTensors | None = None,
 ) -> dict[str, float]:
     """Full-ranking HR@10, NDCG@10, Recall@20 (models/common/full_rank.py) of held-out users: each
-    user's fold-in items are the seen ones, its target items the held-out ones."""
+    user's fold-in items (or `seen`) are the seen ones, its target items the held-out ones."""
     users = torch.arange(foldin.rows, device=foldin.indices.device)
-    return full_rank_metrics(row_scorer(score_fn, foldin), users, as_csr(foldin), as_csr(target), chunk=chunk)
+    masked = as_csr(foldin if seen is None else seen)
+    return full_rank_metrics(row_scorer(score_fn, foldin), users, masked, as_csr(target), chunk=chunk)
 
 
 def evaluate_bundle(bundle_dir: Path, data_dir: Path, split: str = "test", device: str = "cpu") -> dict:
-    """A saved bundle and the popularity baseline on a processed dataset's held-out users."""
+    """A saved bundle and the popularity baseline on a processed dataset's held-out users (either
+    split: models/vaecf/data.py), the model's validation scores beside (`valid`), and the baselines
+    fitted on the same training data (`baselines`: item popularity and EASE, models/ease/evaluate.py)."""
+    from models.ease.evaluate import baseline_rows
     from models.vaecf.bundle import load_bundle
 
     where = torch.device(device)
@@ -104,19 +118,23 @@ def evaluate_bundle(bundle_dir: Path, data_dir: Path, split: str = "test", devic
     if bundle.data.get("source", {}).get("md5") != data.manifest.get("source", {}).get("md5"):
         raise SystemExit(f"error: {bundle_dir} was trained on other data than {data_dir}")
     precision = resolve_precision(bundle.config["train"]["precision"] if device != "cpu" else "fp32", where)
-    foldin, target = data.heldout(split)
     scorer, popularity = (
         model_scorer(bundle.model.eval(), precision),
         popularity_scorer(data.train, data.n_items),
     )
-    model = evaluate(scorer, foldin, target) | full_rank(scorer, foldin, target)
-    popular = evaluate(popularity, foldin, target) | full_rank(popularity, foldin, target)
+
+    def scores(score_fn: ScoreFn, name: str) -> dict[str, float]:
+        (foldin, target), seen = data.heldout(name), data.masked(name)
+        return evaluate(score_fn, foldin, target, seen=seen) | full_rank(score_fn, foldin, target, seen=seen)
+
     return {
         "split": split,
-        "users": foldin.rows,
+        "users": data.heldout(split)[0].rows,
         "items": data.n_items,
-        "mult_vae": model,
-        "popularity": popular,
+        "mult_vae": scores(scorer, split),
+        "valid": scores(scorer, "valid"),
+        "popularity": scores(popularity, split),
+        "baselines": baseline_rows(data_dir, where) if split == "test" else {},
     }
 
 

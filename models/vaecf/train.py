@@ -42,7 +42,7 @@ from models.common.events import Events
 from models.common.precision import Precision, resolve_precision
 from models.ncf.sampler import permutation
 from models.vaecf.data import CSRTensors, SparseBatch, VAEData, load_vae_data, row_slice, take_rows
-from models.vaecf.evaluate import evaluate, model_scorer
+from models.vaecf.evaluate import evaluate, full_rank, model_scorer
 from models.vaecf.model import (
     NVIDIA_ANNEAL,
     PAPER_ANNEAL,
@@ -189,8 +189,15 @@ class Trainer:
         foldin, target = self.data.heldout(split)
         return evaluate(
             model_scorer(self.model, self.precision), foldin, target, rank=self.d.rank,
-            world_size=self.d.world_size, chunk=self.cfg.eval_users_per_chunk,
+            world_size=self.d.world_size, chunk=self.cfg.eval_users_per_chunk, seen=self.data.masked(split),
         )  # fmt: skip
+
+    def full_rank_test(self) -> dict[str, float]:
+        """Full-ranking metrics of the test users (every rank scores all of them: once, at the end)."""
+        self.model.eval()
+        foldin, target = self.data.heldout("test")
+        scorer = model_scorer(self.model, self.precision)
+        return full_rank(scorer, foldin, target, self.cfg.eval_users_per_chunk, seen=self.data.masked("test"))
 
     def warm_up(self) -> None:
         """Compile the step before the clock starts; the weights and optimizer stay untouched."""
@@ -259,8 +266,8 @@ def train(cfg: TrainConfig, data_dir: Path, out: Path, d: Dist) -> dict:
     if trainer.best is not None:
         trainer.model.load_state_dict(trainer.best["model"])
         events.say(f"kept the weights of epoch {trainer.best['epoch']}: best validation NDCG@100")
-    test = trainer.evaluate("test")
-    summary = summarize(history, test)
+    test = trainer.evaluate("test") | trainer.full_rank_test()
+    summary = summarize(history, {k: v for k, v in test.items() if k != "full_users"})
     if trainer.best is not None:
         summary["weights_epoch"] = trainer.best["epoch"]
     if d.is_main:

@@ -31,7 +31,7 @@ from ncflow.errors import NcflowError
 class Job:
     """What a worker needs to build its scorer (paths, not arrays: each worker loads its own)."""
 
-    model: str  # ncf | vae-cf
+    model: str  # a registry name: ncf | vae-cf | vae-cf-ncf | ease | ease-vaecf
     bundle: str
     data_dir: str | None  # vae-cf: the processed dataset whose users are scored
     device: str = "auto"
@@ -41,10 +41,14 @@ class Job:
 
 @functools.lru_cache(maxsize=2)  # per worker process: describe() and score_part() share one load
 def scorer(job: Job):
-    from ncflow.batch.user_scorer import ncf_user_scorer, vaecf_user_scorer
+    from ncflow.batch.user_scorer import ease_user_scorer, ncf_user_scorer, vaecf_user_scorer
+    from ncflow.specs import spec
 
-    if job.model == "ncf":
+    kind = spec(job.model).package
+    if kind == "ncf":
         loaded = ncf_user_scorer(Path(job.bundle), job.device, job.precision)
+    elif kind == "ease":
+        loaded = ease_user_scorer(Path(job.bundle), job.device)
     elif job.data_dir is None:
         raise ValueError("vae-cf scoring needs the processed dataset (data_dir)")
     else:

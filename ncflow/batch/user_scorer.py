@@ -2,7 +2,8 @@
 
 `recommend --all` and evaluation share `models/common/full_rank.rank_users` (chunked users, seen items
 masked to -inf, top-k) and the models' own scorers: `NeuMF.score_items` through
-`models.ncf.evaluate.ncf_scorer`, and Mult-VAE's fold-in through `models.vaecf.evaluate.row_scorer`.
+`models.ncf.evaluate.ncf_scorer`, Mult-VAE's fold-in through `models.vaecf.evaluate.row_scorer`, and
+EASE's x B through `models.ease.model.ease_scorer`.
 What is left here is what a batch job adds: which users (all of them, with original ids), which items
 are seen, and the rows as an Arrow table.
 
@@ -121,24 +122,18 @@ def ncf_user_scorer(bundle_dir: Path, device: str = "auto", precision: str = "au
 def vaecf_user_scorer(
     bundle_dir: Path, data_dir: Path, device: str = "auto", precision: str = "auto"
 ) -> UserScorer:
-    """Every user of the processed VAE-CF dataset (training and held-out alike), folded in from all of
-    their known items (held-out users: fold-in and target together), which are also what is masked."""
+    """Every user of the processed dataset (either split; VAE-CF: training and held-out alike),
+    folded in from all of their known items (models/common/heldout.known_items), which are also what
+    is masked."""
+    from models.common.heldout import known_items
     from models.vaecf.bundle import load_bundle
-    from models.vaecf.data import SPLITS, CSRTensors, read_csr
+    from models.vaecf.data import CSRTensors
     from models.vaecf.evaluate import as_csr, model_scorer, row_scorer
 
     where = pick_device(device)
     bundle = load_bundle(bundle_dir, where)
-    rows: dict[int | str, np.ndarray] = {}
-    for name in SPLITS:  # train, then each held-out user's fold-in and target rows
-        indptr, indices, user_ids = read_csr(Path(data_dir) / f"{name}.parquet")
-        for r, user in enumerate(user_ids.tolist()):
-            part = indices[indptr[r] : indptr[r + 1]]
-            rows[user] = part if user not in rows else np.union1d(rows[user], part)
-    users = np.array(sorted(rows), dtype=np.int64 if all(isinstance(u, int) for u in rows) else object)
-    counts = np.array([len(rows[u]) for u in users.tolist()], dtype=np.int64)
-    indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    items = np.concatenate([np.sort(rows[u]) for u in users.tolist()]) if len(users) else np.empty(0)
+    ids, indptr, items = known_items(Path(data_dir))
+    users = ids.to_numpy(zero_copy_only=False)
     known = CSRTensors.from_numpy(indptr, items, users, where)
     model = model_scorer(bundle.model.eval(), resolve_precision(precision, where))
     return UserScorer(
@@ -146,6 +141,26 @@ def vaecf_user_scorer(
         item_ids=bundle.item_ids,
         seen=as_csr(known),
         score_fn=row_scorer(model, known),
+        chunk=VAE_USERS_PER_CHUNK,
+        device=where,
+    )
+
+
+def ease_user_scorer(bundle_dir: Path, device: str = "auto") -> UserScorer:
+    """Every user of an EASE bundle, folded in from their known items (its seen.parquet): x B."""
+    from models.ease.bundle import load_bundle
+    from models.ease.model import ease_scorer
+
+    where = pick_device(device)
+    bundle = load_bundle(bundle_dir, where)
+    offsets = bundle.seen.offsets.to_numpy().astype(np.int64)
+    items = bundle.seen.values.to_numpy(zero_copy_only=False)[offsets[0] : offsets[-1]]
+    seen = CSR.from_numpy(offsets - offsets[0], items, where)
+    return UserScorer(
+        user_ids=np.asarray(bundle.user_ids),
+        item_ids=np.asarray(bundle.item_ids),
+        seen=seen,
+        score_fn=ease_scorer(bundle.b, seen),
         chunk=VAE_USERS_PER_CHUNK,
         device=where,
     )

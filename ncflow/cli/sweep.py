@@ -30,6 +30,7 @@ def run(args: argparse.Namespace) -> None:
         args.trials
     )  # refuse a bad space before a server starts
     paths = {"data_dir": args.data_dir, "runs_dir": args.runs_dir, "registry_dir": args.registry_dir}
+    paths["source"] = args.source
     try:
         result = run_sweep(
             args.model,
@@ -52,7 +53,7 @@ def add_parser(sub) -> None:
     from ncflow.specs import SPECS
 
     sweep = sub.add_parser("sweep", help="trials on Dask workers (one per GPU); the best is registered")
-    sweep.add_argument("model", choices=list(SPECS))
+    sweep.add_argument("model", choices=[name for name, model in SPECS.items() if model.listed])
     sweep.add_argument("--dataset", required=True)
     sweep.add_argument("--trials", type=int, default=4)
     sweep.add_argument("--gpus", type=int, default=0, help="one trial per GPU at a time; 0: CPU processes")
@@ -61,6 +62,7 @@ def add_parser(sub) -> None:
     sweep.add_argument(
         "--epochs", type=int, help="every trial's epochs (default: the space's, then the dataset's)"
     )
+    sweep.add_argument("--source", help="a mirror URL, a local archive, or a folder holding the ratings file")
     sweep.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR))
     sweep.add_argument("--runs-dir", default="runs")
     sweep.add_argument("--registry-dir", default="registry")

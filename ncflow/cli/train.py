@@ -54,8 +54,9 @@ def add_train_flags(parser: argparse.ArgumentParser, params: type) -> None:
         elif typing.get_origin(kind) is typing.Literal:
             parser.add_argument(flag, choices=typing.get_args(kind), **options)
         elif typing.get_origin(kind) is tuple:
+            number = float if float in typing.get_args(kind) else int
             parser.add_argument(
-                flag, type=lambda text: [int(p) for p in text.split(",") if p.strip()], **options
+                flag, type=lambda text, n=number: [n(p) for p in text.split(",") if p.strip()], **options
             )
         else:
             base = next((t for t in (int, float) if kind is t), str)
@@ -66,8 +67,9 @@ def add_parser(sub) -> None:
     from ncflow.specs import SPECS
 
     train = sub.add_parser("train", help="run a training flow (a temporary Prefect server if none is set)")
-    models = train.add_subparsers(dest="model", required=True, metavar="{" + ",".join(SPECS) + "}")
-    for model in SPECS.values():
+    listed = [name for name, spec in SPECS.items() if spec.listed]
+    models = train.add_subparsers(dest="model", required=True, metavar="{" + ",".join(listed) + "}")
+    for model in (spec for spec in SPECS.values() if spec.listed):
         one = models.add_parser(model.name, help=f"the {model.flow} flow; champion rule: {model.metric}")
         one.add_argument(
             "--dataset", required=True, help="ml-100k | ml-1m | ml-20m | ml-25m | synth-<preset> | a file"
