@@ -15,6 +15,7 @@ validated by configs.ease.EASETrainParams before any task runs.
 from __future__ import annotations
 
 import sys
+from datetime import date
 from typing import Any
 
 from prefect import flow
@@ -37,7 +38,18 @@ def ease_train(
     test_negatives: int | None = None,
     heldout_users: int | None = None,
     cpu_processes: int | None = None,
+    force: bool | None = None,
     source: str | None = None,
+    user_col: str | None = None,
+    item_col: str | None = None,
+    rating_col: str | None = None,
+    timestamp_col: str | None = None,
+    connection: str | None = None,
+    since: date | None = None,
+    until: date | None = None,
+    window_days: int | None = None,
+    max_row_drop: float | None = None,
+    max_duplicate_share: float | None = None,
     data_dir: str | None = None,
     runs_dir: str | None = None,
     registry_dir: str | None = None,
@@ -45,13 +57,18 @@ def ease_train(
     """Fit EASE on `dataset` and register it; None means the dataset's default (configs/ease/).
 
     Args:
-        dataset: ml-100k, ml-1m, ml-20m, ml-25m, synth-tiny, synth-ml1m, synth-ml20m, or a CSV/Parquet path
+        dataset: ml-100k, ml-1m, ml-20m, ml-25m, synth-<preset>, your own log (a CSV/Parquet file, folder
+            or glob) or pg:TABLE
         protocol: ncf (leave latest out: NeuMF's split) or vaecf (held-out users: Mult-VAE's)
         gpus: 0 fits on the CPU, 1 on a GPU (one solve on one device: cpu_processes stays 1)
         lambdas: the L2 weights tried; validation picks one
         lambda_without_validation: the lambda fitted on an ncf split made without validation
         validation: ncf split: hold out each user's second-latest item to pick lambda on
-        source: a mirror URL, a local archive or a folder (default: the dataset's URL)
+        force: refit even when a registered version was fitted on the same data, settings and code
+        source: a mirror URL, a local archive or a folder (default: the dataset's URL); for a pg:TABLE
+            dataset, a SQL query to read instead of the whole table
+        user_col, item_col, rating_col, timestamp_col, connection, since, until, window_days,
+            max_row_drop, max_duplicate_share: your own log and its data checks, as for ncf-train
         data_dir: raw and processed data (default data/ under the working directory)
         runs_dir: one folder per flow run (default runs/)
         registry_dir: the model registry (default registry/)

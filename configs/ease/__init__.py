@@ -65,7 +65,12 @@ class EASETrainParams(TrainParams):
 
     def preprocess_config(self) -> PreprocessConfig:
         if self.protocol == "vaecf":
-            return PreprocessConfig(protocol="vaecf", heldout_users=self.heldout_users)
+            return PreprocessConfig(
+                protocol="vaecf", heldout_users=self.heldout_users, **self.source_settings()
+            )
         return PreprocessConfig(
-            protocol="ncf", test_negatives=self.test_negatives, validation=self.validation
+            protocol="ncf",
+            test_negatives=self.test_negatives,
+            validation=self.validation,
+            **self.source_settings(),
         )

@@ -102,8 +102,16 @@ def _ncf_splits(folder: Path, device: torch.device) -> Splits:
             torch.cat([data.train_item, data.valid_candidates[:, 0]]),
             data.n_users,
         )
-    everyone = torch.arange(data.n_users, device=device)
-    test = Heldout(train, seen_at_test, one_per_row(data.candidates[:, 0]), data.candidates, everyone)
+    users = data.test_user.long()  # every user (leave latest out), or the temporal window's test users
+    if data.targets is not None:  # temporal: every new item of the window
+        targets = CSR.from_numpy(*data.targets, device)
+    else:
+        targets = one_per_row(data.candidates[:, 0])
+    if len(users) == data.n_users:  # every user, in order: the rows are the matrices themselves
+        test = Heldout(train, seen_at_test, targets, data.candidates, users)
+    else:
+        inputs, seen = select_rows(train, users), select_rows(seen_at_test, users)
+        test = Heldout(inputs, seen, targets, data.candidates, users)
     return Splits("ncf", data.n_items, train, valid, test, data.manifest)
 
 
