@@ -53,6 +53,10 @@ def ease_train(
     data_dir: str | None = None,
     runs_dir: str | None = None,
     registry_dir: str | None = None,
+    # several machines (issue 19): every flow takes them; EASE, one solve on one device, refuses nodes > 1
+    nodes: int | None = None,
+    scheduler: str | None = None,
+    rendezvous_timeout: int | None = None,
 ) -> dict[str, Any]:
     """Fit EASE on `dataset` and register it; None means the dataset's default (configs/ease/).
 

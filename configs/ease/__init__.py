@@ -59,8 +59,8 @@ class EASETrainParams(TrainParams):
 
     @model_validator(mode="after")
     def _one_device(self) -> EASETrainParams:
-        if self.gpus > 1 or self.cpu_processes > 1:
-            raise ValueError("EASE is one solve on one device: use gpus 0 or 1 and cpu_processes 1")
+        if self.gpus > 1 or self.cpu_processes > 1 or self.nodes > 1:
+            raise ValueError("EASE is one solve on one device: use gpus 0 or 1, cpu_processes 1 and nodes 1")
         return self
 
     def preprocess_config(self) -> PreprocessConfig:

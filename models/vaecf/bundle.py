@@ -43,7 +43,11 @@ def write_bundle(path: Path, model: MultVAE, train_config, data_dir: Path, metri
         shutil.copyfile(data_dir / "manifest.json", tmp / "data.json")
         shutil.copyfile(data_dir / "items.parquet", tmp / "items.parquet")
         # Who it trained on: the champion rule never scores a later model's test users it knows.
-        users = read_table(data_dir / "train.parquet", columns=["user_id"]).rename_columns(["id"])
+        train = read_table(data_dir / "train.parquet")
+        if "user_id" in train.column_names:  # the VAE-CF split: its training users' rows
+            users = train.select(["user_id"]).rename_columns(["id"])
+        else:  # the NCF split: every user trains
+            users = read_table(data_dir / "users.parquet", columns=["id"])
         pq.write_table(users, tmp / "train_users.parquet")
     return Path(path)
 
