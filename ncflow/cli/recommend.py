@@ -5,8 +5,10 @@ items (Mult-VAE and EASE fold-in), or for every user (`--all`, ncflow/cli/recomm
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
+import warnings
 from pathlib import Path
 
 from ncflow.cli import recommend_all
@@ -91,44 +93,25 @@ def run(args: argparse.Namespace) -> None:
         raise NcflowError("--out is for --all (every user); one user's answer is printed")
     model, path = resolve_model(registry_dir, args.model, dataset, args.version)
     check_who(model, args)
-    if model == "ncf":
-        from models.ncf.bundle import load_bundle, recommend
-
-        bundle = load_bundle(path)
+    bundles = importlib.import_module(f"models.{spec(model).package}.bundle")
+    bundle = bundles.load_bundle(path)
+    if args.user is not None:  # a known user: NCF or EASE (check_who refused the rest)
         user = as_id(args.user, bundle.user_index)
         try:
-            items = recommend(bundle, user, args.k)
+            items = bundles.recommend(bundle, user, args.k)
         except KeyError as err:
             raise NcflowError(str(err.args[0])) from None
         who, asked = f"user {user}", {"user": user}
-    elif spec(model).package == "ease" and args.user is not None:
-        from models.ease.bundle import load_bundle, recommend
-
-        bundle = load_bundle(path)
-        user = as_id(args.user, bundle.user_index)
-        try:
-            items = recommend(bundle, user, args.k)
-        except KeyError as err:
-            raise NcflowError(str(err.args[0])) from None
-        who, asked = f"user {user}", {"user": user}
-    else:
-        import warnings
-
-        if spec(model).package == "ease":
-            from models.ease.bundle import load_bundle, recommend_foldin
-        else:
-            from models.vaecf.bundle import load_bundle, recommend_foldin
-
-        bundle = load_bundle(path)
+    else:  # fold-in: Mult-VAE or EASE
+        given = [as_id(i, bundle.item_index) for i in args.items]
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
-                items = recommend_foldin(bundle, [as_id(i, bundle.item_index) for i in args.items], args.k)
+                items = bundles.recommend_foldin(bundle, given, args.k)
             except ValueError as err:
                 raise NcflowError(str(err)) from None
         for warning in caught:
             print(f"ncflow: warning: {warning.message}", file=sys.stderr)
-        given = [as_id(i, bundle.item_index) for i in args.items]
         known = sum(1 for i in given if i in bundle.item_index)
         who, asked = f"a new user with {known} known item(s)", {"given_items": given}
     if args.json:
