@@ -35,8 +35,14 @@ def run_trial(package: str, data: Path, out: Path, config: dict[str, Any]) -> di
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     with open(out / "events.jsonl", "w") as stdout, open(out / "stderr.log", "w") as stderr:
-        code = subprocess.run([sys.executable, *trainer_args(package, data, out, config)], stdout=stdout, stderr=stderr).returncode
-    done = [e for e in map(json.loads, (out / "events.jsonl").read_text().splitlines()) if e.get("event") == "done"]
+        code = subprocess.run(
+            [sys.executable, *trainer_args(package, data, out, config)], stdout=stdout, stderr=stderr
+        ).returncode
+    done = [
+        e
+        for e in map(json.loads, (out / "events.jsonl").read_text().splitlines())
+        if e.get("event") == "done"
+    ]
     if code or not done:
         raise RuntimeError(f"exit {code}: " + " | ".join((out / "stderr.log").read_text().splitlines()[-3:]))
     return {**done[-1], "seconds": time.perf_counter() - start}
@@ -57,7 +63,9 @@ def main() -> None:
     what = spec(args.model)
     search = load_space(args.space, set(what.params.model_fields))
     drawn = search.trials(args.trials)
-    params = [what.params.for_dataset(args.dataset, **{**search.fixed, **t, "gpus": args.gpus}) for t in drawn]
+    params = [
+        what.params.for_dataset(args.dataset, **{**search.fixed, **t, "gpus": args.gpus}) for t in drawn
+    ]
     what = what.for_params(params[0])
     configs = [p.train_config() for p in params]
 
@@ -77,7 +85,9 @@ def main() -> None:
     rows, key, what_it_measures = rank_rows(what.name, drawn, summaries, errors)
     best = rows[0]["trial"] if rows and rows[0]["rank"] else None
     # The winner's whole summary: its test metrics are read only now, after validation chose it.
-    test = {k: v for k, v in (summaries[best] if best is not None else {}).items() if isinstance(v, int | float)}
+    test = {
+        k: v for k, v in (summaries[best] if best is not None else {}).items() if isinstance(v, int | float)
+    }
     report = {
         "model": what.name, "dataset": args.dataset, "data": str(args.data), "space": str(args.space),
         "ranked_by": key, "measured_on": what_it_measures, "seconds": round(time.perf_counter() - start, 1),
