@@ -98,6 +98,25 @@ if stage nsweep; then
   timeout "${NSWEEP_S:-240}" python3 bench/sweep_gpu.py ncf --dataset synth-ml1m --data "$DIR" \
     --space configs/ncf/sweeps/synth-ml1m.yaml --trials "${NTRIALS:-32}" --parallel "${NPAR:-4}" --out $D/nsweep 2>&1 | tail -40
   cp $D/nsweep/sweep.json "$L/nsweep.json" 2>/dev/null
+  BEST=$(python3 -c "import json; print(json.load(open('$D/nsweep/sweep.json'))['best_trial'])")
+  log nsweep: trial $BEST, chosen on validation, ranked against every item on test, baselines beside
+  python3 -m models.ncf.evaluate --bundle $D/nsweep/trial-$BEST/bundle --data "$DIR" --device cuda 2>&1 | tail -40
+fi
+
+if stage vseeds; then
+  log vseeds: the Mult-VAE recipe, ml-100k, seeds 0-2, against the first sweep winner
+  DIR=$(data ml-100k --source .carry/ml-100k --protocol vaecf)
+  for seed in 0 1 2; do
+    for recipe in new old; do
+      FLAGS=$(python3 -c "from configs.vaecf import VAECFTrainParams; from ncflow.launch import config_flags
+old = dict(epochs=100, batch_size=128, lr=0.0012209275143809694, anneal='paper', hidden=600, latent=64, dropout=0.5)
+p = VAECFTrainParams.for_dataset('ml-100k', gpus=1, seed=$seed, compile=False, **(old if '$recipe' == 'old' else {}))
+print(' '.join(config_flags(p.train_config())))")
+      (timeout 150 python3 -m models.vaecf.train --data "$DIR" --out $D/vseeds-$recipe-$seed $FLAGS 2>/dev/null | tail -1 \
+        | python3 -c "import json,sys; d=json.loads(sys.stdin.read()); print('$recipe seed $seed', {k: round(d[k], 4) for k in ('best_ndcg100', 'test_ndcg@100', 'test_recall@20', 'test_recall@50')})") &
+    done
+  done
+  wait
 fi
 log end
 tar czf "$OUT/logs.tgz" -C "$L" . 2>/dev/null; cp $L/*sweep.json "$OUT/" 2>/dev/null; true
