@@ -5,6 +5,7 @@ are the recipes' own)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -30,7 +31,9 @@ def test_sweep_chosen_recipes_load_and_train(model, dataset, raw, tmp_path):
     what = spec(model)
     recipe = what.params.CONFIG_DIR / f"{dataset}.yaml"
     if (model, dataset) in SWEPT:
-        assert "ncflow sweep" in recipe.read_text()  # the comment naming the sweep that chose it
+        # the comment naming the sweep that chose it: its command and its space file, which exists
+        sweep = re.search(r"(ncflow sweep|bench/sweep_gpu\.py) .*--space (\S+)", recipe.read_text())
+        assert sweep and (Path(__file__).parents[1] / sweep.group(2)).is_file()
     params = what.params.for_dataset(dataset)  # the YAML, validated as a flow would
     config = params.train_config() | ({"epochs": 1} if "epochs" in params.train_config() else {})
     data = preprocess("synth-tiny", source, root, params.preprocess_config(), device="cpu")
