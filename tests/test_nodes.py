@@ -32,7 +32,9 @@ from e2e_stack import (
     parent,
     prefect,
     run_deployment,
+    start,
     start_run,
+    stop,
     trainer_pids,
     wait_until,
 )
@@ -105,35 +107,20 @@ def cluster(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("dask")
     address = f"tcp://127.0.0.1:{free_port()}"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    procs = [_start([DASK, "scheduler", "--host", "127.0.0.1", "--port", address.rsplit(":", 1)[1],
+    procs = [start([DASK, "scheduler", "--host", "127.0.0.1", "--port", address.rsplit(":", 1)[1],
                      "--no-dashboard"], env, tmp / "scheduler.log")]  # fmt: skip
-    procs += [_start(_worker(address, f"w{i}"), env, tmp / f"w{i}.log") for i in range(2)]
+    procs += [start(_worker(address, f"w{i}"), env, tmp / f"w{i}.log") for i in range(2)]
     try:
         with Client(address, timeout=60) as client:
             client.wait_for_workers(2, timeout=120)
             yield client
     finally:
         for proc in reversed(procs):
-            _stop(proc)
+            stop(proc)
 
 
 def _worker(address: str, name: str) -> list[str]:
     return [DASK, "worker", address, "--nthreads", "1", "--no-dashboard", "--name", name]
-
-
-def _start(command: list[str], env: dict, log: Path) -> subprocess.Popen:
-    return subprocess.Popen(command, cwd=REPO, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT,  # noqa: SIM115
-                            start_new_session=True)  # fmt: skip
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 @pytest.fixture(scope="module")
@@ -250,8 +237,8 @@ def test_vaecf_trains_on_two_nodes_as_on_two_processes(cluster, data, tmp_path):
     ref, out = tmp_path / "ref", tmp_path / "nodes"
     run_trainer(torchrun_command("vaecf", data[2], ref, VAE.train_config(), 2))
     run, _ = on_nodes(cluster, "vaecf", data[2], out, VAE.train_config())
-    start = next(e for e in run.events if e["event"] == "start")
-    assert start["world_size"] == 2 and run.done is not None
+    begun = next(e for e in run.events if e["event"] == "start")
+    assert begun["world_size"] == 2 and run.done is not None
     assert same(weights(out), weights(ref))
 
 
@@ -293,7 +280,7 @@ def test_a_node_that_cannot_see_runs_dir_fails_at_the_start_with_one_line(cluste
         pytest.skip("unshare -m is not permitted here (no CAP_SYS_ADMIN)")
     mount = f"mount -t tmpfs tmpfs {runs} && exec " + " ".join(_worker(cluster.scheduler.address, "private"))
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    private = _start(
+    private = start(
         ["unshare", "-m", "--propagation", "private", "sh", "-c", mount], env, tmp_path / "private.log"
     )
     try:
@@ -309,7 +296,7 @@ def test_a_node_that_cannot_see_runs_dir_fails_at_the_start_with_one_line(cluste
         assert not failed.value.retryable and not (out / "checkpoint.pt").exists()
         wait_until(lambda: not trainer_pids(out), "the other nodes' agents to end", 30)
     finally:
-        _stop(private)
+        stop(private)
         wait_until(
             lambda: len(cluster.scheduler_info(n_workers=-1)["workers"]) == 2, "the worker to leave", 60
         )
