@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +28,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from models.common.heldout import known_items
+from models.common.ids import known_indices
 from models.common.parquet import read_table
 from ncflow.atomic import atomic_dir
 
@@ -120,12 +120,4 @@ def recommend(bundle: Bundle, user_id, k: int = 10) -> list[dict]:
 def recommend_foldin(bundle: Bundle, item_ids: list, k: int = 10) -> list[dict]:
     """Top-k items for a new user who liked `item_ids` (original ids): x B, no retraining. Unknown ids
     are ignored with a warning; the liked items are never recommended."""
-    known = sorted({bundle.item_index[i] for i in item_ids if i in bundle.item_index})
-    unknown = sum(1 for i in item_ids if i not in bundle.item_index)
-    if not known:
-        raise ValueError(f"none of the {len(item_ids)} item ids is known to this model: nothing to fold in")
-    if unknown:
-        warnings.warn(
-            f"{unknown} of {len(item_ids)} item ids are unknown to this model and were ignored", stacklevel=2
-        )
-    return top_items(bundle, known, k)
+    return top_items(bundle, known_indices(item_ids, bundle.item_index, stacklevel=2), k)

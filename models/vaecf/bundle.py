@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +25,7 @@ import pyarrow.parquet as pq
 import torch
 from safetensors.torch import load_file, save_file
 
-from models.common.ids import as_id
+from models.common.ids import as_id, known_indices
 from models.common.parquet import read_table
 from models.vaecf.model import MultVAE, VAEConfig
 from ncflow.atomic import atomic_dir
@@ -94,14 +93,7 @@ def recommend_foldin(bundle: Bundle, item_ids: list[int | str], k: int = 10) -> 
     are never recommended. Scores are logits: higher is better, comparable within one call.
     """
     keys = [as_id(i, bundle.item_index) for i in item_ids]
-    known = sorted({bundle.item_index[key] for key in keys if key in bundle.item_index})
-    unknown = sum(1 for key in keys if key not in bundle.item_index)
-    if not known:
-        raise ValueError(f"none of the {len(item_ids)} item ids is known to this model: nothing to fold in")
-    if unknown:
-        warnings.warn(
-            f"{unknown} of {len(item_ids)} item ids are unknown to this model and were ignored", stacklevel=3
-        )
+    known = known_indices(keys, bundle.item_index, stacklevel=3)
     model = bundle.model.eval()
     device = next(model.parameters()).device
     indices = torch.tensor(known, dtype=torch.int64, device=device)
