@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -25,27 +24,22 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from configs.sweep import load_space  # noqa: E402
-from ncflow.launch import trainer_args  # noqa: E402
+from ncflow.launch import TrainerFailed, run_trainer, trainer_args  # noqa: E402
 from ncflow.specs import spec  # noqa: E402
 from ncflow.sweep import rank_rows  # noqa: E402
 
 
 def run_trial(package: str, data: Path, out: Path, config: dict[str, Any]) -> dict[str, Any]:
-    """The trainer's `done` event (plus wall seconds); RuntimeError with its stderr tail if it failed."""
+    """The trainer's `done` event (plus wall seconds), its events and stderr kept in `out`; TrainerFailed
+    (with its stderr tail) if it failed."""
     out.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    with open(out / "events.jsonl", "w") as stdout, open(out / "stderr.log", "w") as stderr:
-        code = subprocess.run(
-            [sys.executable, *trainer_args(package, data, out, config)], stdout=stdout, stderr=stderr
-        ).returncode
-    done = [
-        e
-        for e in map(json.loads, (out / "events.jsonl").read_text().splitlines())
-        if e.get("event") == "done"
-    ]
-    if code or not done:
-        raise RuntimeError(f"exit {code}: " + " | ".join((out / "stderr.log").read_text().splitlines()[-3:]))
-    return {**done[-1], "seconds": time.perf_counter() - start}
+    with open(out / "events.jsonl", "w") as events, open(out / "stderr.log", "w") as stderr:
+        run = run_trainer(
+            [sys.executable, *trainer_args(package, data, out, config)],
+            on_event=lambda event: events.write(json.dumps(event) + "\n"),
+            on_line=lambda line: stderr.write(line + "\n"),
+        )
+    return {**run.done, "seconds": run.wall_seconds}
 
 
 def main() -> None:
@@ -74,7 +68,7 @@ def main() -> None:
             summary = run_trial(what.package, args.data, args.out / f"trial-{n}", configs[n])
             print(f"trial {n} done in {summary['seconds']:.1f} s", flush=True)
             return summary, None
-        except RuntimeError as err:
+        except TrainerFailed as err:
             print(f"trial {n} failed: {err}", flush=True)
             return None, str(err)
 
