@@ -22,6 +22,17 @@ D=/tmp/ncflow-paths
 stage() { case " $STAGES " in *" $1 "*) return 0;; *) return 1;; esac; }
 log() { echo "== $(date +%T) $*"; }
 data() { python3 -m ncflow.cli data "$@" --data-dir $D --device gpu 2>>"$L/data.err" | tail -1; }
+# A trainer's flags: a model's dataset recipe (configs/) with key=value overrides, on one GPU
+#   flags ncf ml-100k epochs=8 target_hr=1.0
+flags() { python3 - "$@" <<'PY'
+import sys, yaml
+from ncflow.launch import config_flags
+from ncflow.specs import spec
+model, dataset, *pairs = sys.argv[1:]
+overrides = {key: yaml.safe_load(value) for key, value in (pair.split("=", 1) for pair in pairs)}
+print(" ".join(config_flags(spec(model).params.for_dataset(dataset, **{"gpus": 1, **overrides}).train_config())))
+PY
+}
 
 log env
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
@@ -62,8 +73,7 @@ with open(".carry/ml-100k/u.data") as src, open(sys.argv[1], "w", newline="") as
 PY
   DIR=$(data $D/own/events.csv --user-col customer --item-col sku --rating-col rating --timestamp-col ts)
   echo "processed: $DIR"; tail -3 "$L/data.err"
-  FLAGS=$(python3 -c "from configs.ncf import NCFTrainParams; from ncflow.launch import config_flags
-print(' '.join(config_flags(NCFTrainParams.for_dataset('ml-100k', gpus=1, epochs=8, target_hr=1.0).train_config())))")
+  FLAGS=$(flags ncf ml-100k epochs=8 target_hr=1.0)
   timeout 120 python3 -m models.ncf.train --data "$DIR" --out $D/own/run $FLAGS 2>"$L/own-train.err" | tail -1 | cut -c1-500
   python3 - "$DIR" $D/own/run/bundle <<'PY'
 import sys, pyarrow.parquet as pq
@@ -77,8 +87,7 @@ fi
 if stage vaencf; then
   log vaencf: Mult-VAE on the NCF split, GPU
   DIR=$(data ml-100k --source .carry/ml-100k --validation)
-  FLAGS=$(python3 -c "from configs.vaecf import VAECFTrainParams; from ncflow.launch import config_flags
-print(' '.join(config_flags(VAECFTrainParams.for_dataset('ml-100k', gpus=1, protocol='ncf').train_config())))")
+  FLAGS=$(flags vae-cf ml-100k protocol=ncf)
   timeout 150 python3 -m models.vaecf.train --data "$DIR" --out $D/vaencf $FLAGS 2>"$L/vaencf.err" | tail -1 | cut -c1-700
   tail -2 "$L/vaencf.err"
 fi
@@ -106,12 +115,10 @@ fi
 if stage vseeds; then
   log vseeds: the Mult-VAE recipe, ml-100k, seeds 0-2, against the first sweep winner
   DIR=$(data ml-100k --source .carry/ml-100k --protocol vaecf)
+  OLD="epochs=100 batch_size=128 lr=0.0012209275143809694 anneal=paper hidden=600 latent=64 dropout=0.5"
   for seed in 0 1 2; do
     for recipe in new old; do
-      FLAGS=$(python3 -c "from configs.vaecf import VAECFTrainParams; from ncflow.launch import config_flags
-old = dict(epochs=100, batch_size=128, lr=0.0012209275143809694, anneal='paper', hidden=600, latent=64, dropout=0.5)
-p = VAECFTrainParams.for_dataset('ml-100k', gpus=1, seed=$seed, compile=False, **(old if '$recipe' == 'old' else {}))
-print(' '.join(config_flags(p.train_config())))")
+      FLAGS=$(flags vae-cf ml-100k seed=$seed compile=false $([ $recipe = old ] && echo "$OLD"))
       (timeout 150 python3 -m models.vaecf.train --data "$DIR" --out $D/vseeds-$recipe-$seed $FLAGS 2>/dev/null | tail -1 \
         | python3 -c "import json,sys; d=json.loads(sys.stdin.read()); print('$recipe seed $seed', {k: round(d[k], 4) for k in ('best_ndcg100', 'test_ndcg@100', 'test_recall@20', 'test_recall@50')})") &
     done
