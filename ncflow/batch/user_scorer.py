@@ -91,6 +91,12 @@ def id_array(ids: np.ndarray) -> pa.Array:
     return pa.array(ids, pa.string() if ids.dtype == object else pa.int64())
 
 
+def id_numpy(ids: list) -> np.ndarray:
+    """A list of original ids as the scorer holds them: int64, or an object array of str (never NumPy's
+    fixed-width unicode, which `np.asarray` makes of strings and Arrow cannot take)."""
+    return pa.array(ids).to_numpy(zero_copy_only=False) if ids else np.empty(0, np.int64)
+
+
 def pick_device(device: str) -> torch.device:
     """auto: the worker's GPU if it has one (dask-cuda gives each worker one), else the CPU."""
     if device == "auto":
@@ -157,8 +163,8 @@ def ease_user_scorer(bundle_dir: Path, device: str = "auto") -> UserScorer:
     items = bundle.seen.values.to_numpy(zero_copy_only=False)[offsets[0] : offsets[-1]]
     seen = CSR.from_numpy(offsets - offsets[0], items, where)
     return UserScorer(
-        user_ids=np.asarray(bundle.user_ids),
-        item_ids=np.asarray(bundle.item_ids),
+        user_ids=id_numpy(bundle.user_ids),
+        item_ids=id_numpy(bundle.item_ids),
         seen=seen,
         score_fn=ease_scorer(bundle.b, seen),
         chunk=VAE_USERS_PER_CHUNK,
