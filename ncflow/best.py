@@ -14,8 +14,10 @@ including most users' NCF held-out items, so scoring it on the NCF split would r
 Which metric: full-ranking NDCG@10 (every unseen item ranked; smoother than HR@10), on the
 validation items when both models were registered on the same data holding them out
 (`valid_full_ndcg@10`: no model is chosen on test), else on test. The alias moves only to a strictly
-better model, from any family. A `best` registered on other data is first scored on the newcomer's
-test items (`rescore`, see _incumbent_score); if that fails, it stays.
+better model, from any family. A `best` registered on other data is scored with the newcomer on the
+newcomer's test items, on the users and items both know (ncflow/best_compare.py, the champion rule's
+fair comparison across families); if that cannot be made, it stays, and the reason (the error, in
+one line) is in the decision, the flow's log and comparison.md.
 """
 
 from __future__ import annotations
@@ -25,17 +27,21 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ncflow import registry
 from ncflow.atomic import atomic_file
 from ncflow.errors import NcflowError
+
+if TYPE_CHECKING:
+    from models.ncf.compare import Comparison
 
 BEST = "best"
 ALIAS = "best.json"
 COMPARISON = "comparison.md"
 METRIC = "full_ndcg@10"
 SHOWN = ("full_hr@10", "full_ndcg@10", "hr@10")  # beside the decision in the comparison table
+FAIR_SHOWN = ("full_ndcg@10", "full_hr@10", "full_recall@20")  # both scored on the newcomer's data
 CANDIDATES = ("ncf", "ease", "vae-cf-ncf")  # the registry names of models trained on the NCF split
 
 
@@ -78,72 +84,85 @@ def consider(
     model: str,
     entry: registry.Entry,
     protocol: str,
-    rescore: Callable[[str, Path], dict[str, Any]] | None = None,
+    compare: Callable[[str, Path], Comparison] | None = None,
 ) -> Decision:
     """Make `model`'s newly registered `entry` the dataset's best if it beats the current one on the
-    same held-out data; `protocol` is the split it was trained and scored on."""
+    same held-out data; `protocol` is the split it was trained and scored on. A best registered on
+    other data is scored with the newcomer by `compare(best's model, best's folder)`
+    (ncflow/best_compare.py: both on the newcomer's held-out users and items they both know)."""
     folder = best_dir(root, dataset)
     with registry.locked(folder):
         current = read_best(root, dataset)
-        metric, old = decision_metric(entry.metrics), None
+        metric, fair, incumbent = decision_metric(entry.metrics), None, current
         if protocol != "ncf" or model not in CANDIDATES or METRIC not in entry.metrics:
             moved = False
             reason = f"{model} v{entry.version} was trained on the {protocol} split: not comparable, not a candidate"
         elif current is None:
             moved, reason = True, f"first model on the ncf split: {model} v{entry.version}"
         else:
-            metric, old = _incumbent_score(root, dataset, current, entry, rescore)
-            who = f"{current['model']} v{current['version']}"
-            score = entry.metrics[metric]
-            if old is None:
-                moved, reason = False, f"{who} could not be scored on this data: kept"
-            elif score > old:
-                moved, reason = True, f"{metric} {score:.4f} beats {who}'s {old:.4f}"
-            else:
-                moved, reason = False, f"{metric} {score:.4f} does not beat {who}'s {old:.4f}"
+            moved, reason, metric, fair = _against(root, dataset, current, entry, compare)
         if moved:
             current = {
-                "model": model, "version": entry.version, "metric": metric, "score": entry.metrics[metric],
+                "model": model, "version": entry.version, "metric": metric,
+                "score": fair.challenger if fair else entry.metrics[metric],
                 "test_set": entry.test_set, "moved_at": time.time(), "reason": reason,
+                "comparison": {**fair.as_record(), "on": fair.describe()} if fair else None,
             }  # fmt: skip
             with atomic_file(folder / ALIAS, "w") as handle:
                 json.dump(current, handle)
-        text = comparison(root, dataset, model, entry, metric, moved, reason, current, old)
+        text = comparison(root, dataset, model, entry, metric, moved, reason, current, fair, incumbent)
         with atomic_file(folder / COMPARISON, "w") as handle:
             handle.write(text)
     return Decision(moved, reason, current, text)
 
 
-def _incumbent_score(
+def _against(
     root: Path, dataset: str, current: dict[str, Any], entry: registry.Entry,
-    rescore: Callable[[str, Path], dict[str, Any]] | None,
-) -> tuple[str, float | None]:  # fmt: skip
-    """(the metric both are judged on, the current best's score on `entry`'s data).
+    compare: Callable[[str, Path], Comparison] | None,
+) -> tuple[bool, str, str, Comparison | None]:  # fmt: skip
+    """(moved, reason, the metric decided on, the fair comparison if one was made) against `current`.
 
-    On the same data: as registered, on validation when both hold it. On other data (a new download,
-    or a folder with another validation setting): the current best is scored on the newcomer's test
-    items (`rescore`), never on its validation items, which the current best may have trained on
+    On the same data: the registered scores, on validation when both hold it. On other data (a new
+    download or snapshot, or a folder with another validation setting): both scored by `compare` on
+    the newcomer's test items, never on its validation items, which the best may have trained on
     (an NCF split made without --validation trains on every user's second-latest item)."""
+    who = f"{current['model']} v{current['version']}"
     found = registry.read_entry(
         registry.resolve(Path(root), current["model"], dataset, str(current["version"]))
     )
     if found.test_set == entry.test_set:
         metric = decision_metric(entry.metrics)
         metric = metric if metric in found.metrics else METRIC
-        return metric, (float(found.metrics[metric]) if metric in found.metrics else None)
-    if rescore is None:
-        return METRIC, None
+        if metric not in found.metrics:
+            return False, f"{who} has no {metric} on this data: kept", metric, None
+        new, old = float(entry.metrics[metric]), float(found.metrics[metric])
+        verb = "beats" if new > old else "does not beat"
+        return new > old, f"{metric} {new:.4f} {verb} {who}'s {old:.4f}", metric, None
+    if compare is None:
+        return False, f"{who} was registered on other data and no comparison was given: kept", METRIC, None
     try:
-        return METRIC, float(rescore(current["model"], found.path)[METRIC])
-    except Exception:  # noqa: BLE001 - an unscorable best keeps its place, with the reason
-        return METRIC, None
+        fair = compare(current["model"], found.path)
+    except Exception as err:  # noqa: BLE001 - an incomparable best keeps its place, with the reason
+        return False, f"{who} could not be compared on this data ({one_line(err)}): kept", METRIC, None
+    if fair.users == 0:
+        return False, f"{who} shares no test user or item with this data: kept", METRIC, fair
+    new, old = fair.challenger, fair.champion
+    verb = "beats" if new > old else "does not beat"
+    return new > old, f"{fair.metric} {new:.4f} {verb} {who}'s {old:.4f} on {fair.describe()}", METRIC, fair
+
+
+def one_line(err: BaseException, limit: int = 300) -> str:
+    """An exception as one short line: its type and message, whitespace collapsed."""
+    text = " ".join(f"{type(err).__name__}: {err}".split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def comparison(
     root: Path, dataset: str, model: str, entry: registry.Entry, metric: str, moved: bool, reason: str,
-    best: dict[str, Any] | None, old: float | None,
+    best: dict[str, Any] | None, fair: Comparison | None = None, incumbent: dict[str, Any] | None = None,
 ) -> str:  # fmt: skip
-    """Markdown: the decision, then the newcomer, the best and each family's champion on this data."""
+    """Markdown: the decision, both models as scored against each other on other data, then the
+    newcomer, the best and each family's champion on this data."""
     head = f"**{'Best moved to' if moved else 'Best stays'} " + (
         f"{best['model']} v{best['version']}.**" if best else "unset.**"
     )
@@ -165,14 +184,30 @@ def comparison(
         "holds it out; models trained on the VAE-CF split are not candidates (their training rows "
         "hold most users' held-out items).",
         "",
+    ]
+    if fair is not None and incumbent is not None:
+        shown = (fair.metric, *(m for m in FAIR_SHOWN if m != fair.metric))
+        lines += [
+            f"The best was registered on other data, so both were scored on {fair.describe()}:",
+            "",
+            "| model | version | role | " + " | ".join(shown) + " |",
+            "|---|---|---|" + "---|" * len(shown),
+        ]
+        for role, (name, version) in (
+            ("challenger", (model, entry.version)),
+            ("champion", (incumbent["model"], incumbent["version"])),
+        ):
+            values = [_f(fair.scores[role].get(n)) for n in shown]
+            label = "newcomer" if role == "challenger" else "best before"
+            lines.append(f"| {name} | v{version} | {label} | " + " | ".join(values) + " |")
+        lines += ["", "As registered, each on its own data:", ""]
+    lines += [
         "| model | version | role | " + " | ".join(names) + " |",
         "|---|---|---|" + "---|" * len(names),
     ]
     for (name, version), (role, found) in rows.items():
         same = found.test_set == entry.test_set
         values = [_f(found.metrics.get(n)) if same else "(other data)" for n in names]
-        if not same and role == "best" and old is not None:
-            values[0] = f"{old:.4f} (rescored)"
         lines.append(f"| {name} | v{version} | {role} | " + " | ".join(values) + " |")
     return "\n".join(lines) + "\n"
 

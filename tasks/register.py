@@ -20,6 +20,7 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from ncflow import best, registry
+from ncflow.best_compare import compare_across
 from ncflow.data.preprocess import read_manifest
 from ncflow.model_card import baseline_verdicts, comparison, decision, model_card
 from ncflow.specs import spec
@@ -97,9 +98,12 @@ def register_model(
     champion = registry.champion(Path(registry_dir), model, dataset)
     across = best.consider(
         Path(registry_dir), dataset, model, reg.entry, data.get("protocol", ""),
-        rescore=lambda family, path: score_bundle(family, path, data_dir, device),
+        compare=lambda family, path: compare_across(
+            (model, reg.entry.path), (family, path), data_dir, device,
+            incumbent_data=Path(data_dir).parent / registry.read_entry(path).test_set,  # if still there
+        ),
     )  # fmt: skip
-    log.info("best %s: %s", dataset, across.reason)
+    log.info("best %s: %s (%s)", dataset, "moved" if across.moved else "stays", across.reason)
     artifact(
         create_markdown_artifact, across.comparison, key=artifact_key("best", dataset, "comparison"),
         description=f"the best model for {dataset} across families: {across.reason}",

@@ -45,6 +45,7 @@ class Comparison:
     trained_on: int  # held-out rows left out because the champion trained on them (-1: unknown)
     scores: dict  # {"challenger": {metric: value}, "champion": {...}}
     trained_on_what: str = "held-out items"  # what `trained_on` counts (Mult-VAE: test users)
+    rival: str = "the champion"  # who the challenger meets (ncflow/best_compare.py: the best)
 
     def describe(self) -> str:
         """Which held-out data both were scored on, in words (for the reason and the card)."""
@@ -55,11 +56,11 @@ class Comparison:
         never = " and ".join(p for p in left_out if p)
         parts = [f"{self.users:,} of {self.test_users:,} test users"]
         if never:
-            parts.append(f"the champion never saw {never}")
+            parts.append(f"{self.rival} never saw {never}")
         if self.trained_on > 0:
             parts.append(f"{self.trained_on:,} {self.trained_on_what} it trained on left out")
         elif self.trained_on < 0:
-            parts.append("its training users are not recorded, so none could be left out")
+            parts.append(f"what {self.rival} trained on is not recorded, so none could be left out")
         return "the same held-out data (" + "; ".join(parts) + ")"
 
     def as_record(self) -> dict:
