@@ -37,12 +37,34 @@ USERS_PER_CHUNK = 1024  # fold-in models: one (chunk x items) score matrix per s
 
 
 @dataclass(frozen=True)
+class Trained:
+    """What a model trained on: row index[user id] of `items` holds that user's item indices."""
+
+    index: dict  # original user id -> row
+    items: CSR  # on the CPU
+
+    @classmethod
+    def from_lists(cls, user_ids: list, lists) -> Trained:
+        """From a bundle's seen.parquet column (a ListArray, row u: user u's item indices)."""
+        offsets = lists.offsets.to_numpy().astype(np.int64)
+        values = lists.values.to_numpy(zero_copy_only=False)[offsets[0] : offsets[-1]]
+        return cls({u: i for i, u in enumerate(user_ids)}, CSR.from_numpy(offsets - offsets[0], values))
+
+    def pairs(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(position in `rows`, item) of every item of rows `rows` (-1: a user it never saw, skipped)."""
+        rows = np.asarray(rows, np.int64)
+        known = np.flatnonzero(rows >= 0)
+        part = _map_rows(self.items, rows[known], None, torch.device("cpu"))
+        return known[np.repeat(np.arange(len(known)), np.diff(part.indptr_host))], part.indices.numpy()
+
+
+@dataclass(frozen=True)
 class Scorable:
     """One bundle, as the comparison needs it, in its own indices."""
 
     item_ids: list  # index -> original item id
     user_index: dict | None  # NeuMF: original user id -> index (only these can be scored); None: fold-in
-    trained: dict | None  # original user id -> the item indices it trained on; None: not recorded
+    trained: Trained | None  # None: not recorded
     scorer: Callable[[np.ndarray, CSR], ScoreFn]  # (own user per row, input items per row) -> score_fn
     chunk: int
 
@@ -55,10 +77,6 @@ def load_scorable(model: str, bundle_dir: Path, device: torch.device) -> Scorabl
     if package == "ease":
         return _ease(bundle_dir, device)
     return _vaecf(bundle_dir, device)
-
-
-def _lists(user_ids: list, seen) -> dict:
-    return dict(zip(user_ids, seen.to_pylist(), strict=True))
 
 
 def _ncf(bundle_dir: Path, device: torch.device) -> Scorable:
@@ -75,7 +93,9 @@ def _ncf(bundle_dir: Path, device: torch.device) -> Scorable:
         return lambda rows: score_all(index[rows]).float()
 
     chunk = full_rank_chunk(bundle.model, len(bundle.item_ids), device, precision.autocast_dtype)
-    return Scorable(bundle.item_ids.tolist(), bundle.user_index, _lists(users, bundle.seen), scorer, chunk)
+    return Scorable(
+        bundle.item_ids.tolist(), bundle.user_index, Trained.from_lists(users, bundle.seen), scorer, chunk
+    )
 
 
 def _ease(bundle_dir: Path, device: torch.device) -> Scorable:
@@ -87,7 +107,9 @@ def _ease(bundle_dir: Path, device: torch.device) -> Scorable:
         return lambda rows: dense_rows(inputs, rows, bundle.b.shape[0]) @ bundle.b
 
     # seen.parquet: each user's known items (training, validation and test): all are left out
-    return Scorable(bundle.item_ids, None, _lists(bundle.user_ids, bundle.seen), scorer, USERS_PER_CHUNK)
+    return Scorable(
+        bundle.item_ids, None, Trained.from_lists(bundle.user_ids, bundle.seen), scorer, USERS_PER_CHUNK
+    )
 
 
 def _vaecf(bundle_dir: Path, device: torch.device) -> Scorable:
@@ -105,26 +127,24 @@ def _vaecf(bundle_dir: Path, device: torch.device) -> Scorable:
     return Scorable(bundle.item_ids.tolist(), None, None, scorer, USERS_PER_CHUNK)
 
 
-def _map_rows(csr: CSR, rows: np.ndarray, to: np.ndarray, device: torch.device) -> CSR:
-    """Rows `rows` of `csr`, its items moved by `to` (-1: dropped)."""
+def _map_rows(csr: CSR, rows: np.ndarray, to: np.ndarray | None, device: torch.device) -> CSR:
+    """Rows `rows` of `csr`, its items moved by `to` (-1: dropped; None: kept as they are)."""
     indptr, items = csr.indptr_host, csr.indices.cpu().numpy()
     starts, counts = indptr[rows], indptr[rows + 1] - indptr[rows]
     local = np.repeat(np.arange(len(rows)), counts)
     picks = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts - starts, counts)
-    moved = to[items[picks]]
+    moved = items[picks] if to is None else to[items[picks]]
     keep = moved >= 0
     return CSR.from_pairs(local[keep], moved[keep], len(rows), device)
 
 
-def training_pairs(data_dir: Path) -> dict:
-    """Original user id -> the item indices it trained on, from an NCF split's train.parquet (its items
-    are indexed as the bundles trained on it index them: both copy its items.parquet)."""
+def training_pairs(data_dir: Path) -> Trained:
+    """What a model trained on an NCF split trained on: its train.parquet (its items are indexed as the
+    bundles trained on it index them: both copy its items.parquet)."""
     users = read_table(data_dir / "users.parquet").column("id").to_pylist()
     train = read_table(data_dir / "train.parquet", columns=["user", "item"])
-    user, item = train.column("user").to_numpy(), train.column("item").to_numpy()
-    order = np.argsort(user, kind="stable")
-    bounds = np.searchsorted(user[order], np.arange(len(users) + 1))
-    return {u: item[order[bounds[i] : bounds[i + 1]]].tolist() for i, u in enumerate(users)}
+    user, item = (train.column(c).to_numpy().astype(np.int64) for c in ("user", "item"))
+    return Trained({u: i for i, u in enumerate(users)}, CSR.from_pairs(user, item, len(users), "cpu"))
 
 
 def compare_across(
@@ -178,17 +198,20 @@ def compare_across(
     targets = test.targets.indices.cpu().numpy()
     target_row = np.repeat(np.arange(len(who)), np.diff(test.targets.indptr_host))
     keep = new_ok[target_row] & old_ok[target_row] & (position[targets] >= 0)
-    trained = np.zeros(len(targets), bool)
+    trained, old_row = np.zeros(len(targets), bool), None
     if old.trained is not None:
-        for t in np.flatnonzero(keep):
-            mine = old.trained.get(who[target_row[t]])
-            trained[t] = mine is not None and int(to_old[targets[t]]) in mine
+        old_row = np.array([old.trained.index.get(u, -1) for u in who], np.int64)
+        rows_at, items_at = old.trained.pairs(old_row)
+        width = len(old.item_ids)
+        trained = keep & np.isin(target_row * width + to_old[targets], rows_at * width + items_at)
     scored = keep & ~trained
     rows = np.unique(target_row[scored])  # test rows with a target left to score
     remap = np.full(len(who), -1, np.int64)
     remap[rows] = np.arange(len(rows))
     wanted = CSR.from_pairs(remap[target_row[scored]], position[targets[scored]], len(rows), where)
-    seen = _union_seen(test.seen, rows, who, old, to_old, position, where)
+    seen = _union_seen(
+        test.seen, rows, old, None if old_row is None else old_row[rows], to_old, position, where
+    )
 
     scores = {}
     for name, model, to_own, users in (
@@ -212,20 +235,20 @@ def compare_across(
 
 
 def _union_seen(
-    seen: CSR, rows: np.ndarray, who: list, old: Scorable, to_old: np.ndarray, position: np.ndarray,
-    device: torch.device,
+    seen: CSR, rows: np.ndarray, old: Scorable, old_rows: np.ndarray | None, to_old: np.ndarray,
+    position: np.ndarray, device: torch.device,
 ) -> CSR:  # fmt: skip
-    """Each scored row's items seen in the newcomer's data (training, validation) or by the incumbent,
-    in the shared catalogue's positions (an item one model saw is no hit for the other)."""
+    """Each scored row's items seen in the newcomer's data (training, validation) or by the incumbent
+    (its rows `old_rows`), in the shared catalogue's positions (an item one model saw is no hit for the
+    other)."""
     mine = _map_rows(seen, rows, position, torch.device("cpu"))
     row_parts = [np.repeat(np.arange(len(rows)), np.diff(mine.indptr_host))]
     item_parts = [mine.indices.numpy()]
-    if old.trained is not None:
+    if old.trained is not None and old_rows is not None:
         old_position = np.full(len(old.item_ids), -1, np.int64)
         old_position[to_old[to_old >= 0]] = position[to_old >= 0]
-        for r, row in enumerate(rows.tolist()):
-            items = old_position[np.asarray(old.trained.get(who[row], []), np.int64)]
-            items = items[items >= 0]
-            row_parts.append(np.full(len(items), r, np.int64))
-            item_parts.append(items)
+        at, items = old.trained.pairs(old_rows)
+        moved = old_position[items]
+        row_parts.append(at[moved >= 0])
+        item_parts.append(moved[moved >= 0])
     return CSR.from_pairs(np.concatenate(row_parts), np.concatenate(item_parts), len(rows), device)
