@@ -33,12 +33,15 @@ class DatasetSpec(Strict):
 
 
 class Columns(Strict):
-    """Column names of a user's own log (CSV with a header, Parquet, a PostgreSQL table or query)."""
+    """Column names of a user's own log (CSV with a header, Parquet, a PostgreSQL table or query), and
+    how to read its times."""
 
     user: str = "user"
     item: str = "item"
     rating: str | None = None  # optional: absent means every row is a positive with rating 1
     timestamp: str | None = None  # optional: absent means file order is time order
+    title: str | None = None  # optional: item names, kept beside the item ids for recommendations
+    time_format: str | None = None  # strptime format of a text time column ("%m/%d/%Y %H:%M"); UTC
 
 
 class PreprocessConfig(Strict):
@@ -56,7 +59,9 @@ class PreprocessConfig(Strict):
     cutoff: dt.date | None = None  # temporal: None means the last horizon_days of the data are the test
     horizon_days: int = Field(default=7, ge=1)
     # VAE-CF (ANCHORS.md section 2)
-    min_rating: float = 4.0  # NVIDIA keeps ratings >= 4; the paper > 3.5 (the same on MovieLens)
+    # VAE-CF's strong positives: NVIDIA keeps MovieLens ratings >= 4 (the paper > 3.5, the same there).
+    # None keeps every row: an own log's rating column may be a quantity (configs/source.py sets None).
+    min_rating: float | None = 4.0
     min_user_items: int = Field(default=5, ge=2)
     heldout_users: int = Field(
         default=10_000, ge=1
@@ -64,14 +69,22 @@ class PreprocessConfig(Strict):
     heldout_fraction_cap: float = Field(default=0.1, gt=0, lt=0.5)  # at most this share of users each
     foldin_fraction: float = Field(default=0.8, gt=0, lt=1)
     columns: Columns = Columns()
+    # Rows dropped before the window and the split, counted in the data report (ncflow/data/row_filters.py)
+    drop_null_ids: bool = False  # rows without a user or an item id (else they fail the nulls check)
+    drop_rating_below: float | None = None  # rows rated below this, every protocol (returns: 1 on a quantity)
     # The time window [since, until), 00:00 UTC: retraining on the latest weeks, or backfilling a past date
     since: dt.date | None = None
     until: dt.date | None = None
+    # The last N days of the log, counted back from its newest row (from today when the log reaches
+    # today): resolved against the data where it is read, so unchanged data keeps its window
+    window_days: int | None = Field(default=None, ge=1)
 
     @model_validator(mode="after")
     def _window_in_order(self) -> PreprocessConfig:
         if self.since is not None and self.until is not None and self.since >= self.until:
             raise ValueError(f"since ({self.since}) must be before until ({self.until})")
+        if self.window_days is not None and (self.since is not None or self.until is not None):
+            raise ValueError("window_days counts back from the log's end: give it without since and until")
         return self
 
 

@@ -31,6 +31,21 @@ class SourceParams(Strict):
     timestamp_col: str | None = Field(
         default=None, description="your log's time column (default: none, row order is time order)"
     )
+    time_format: str | None = Field(
+        default=None,
+        description="the time column's strptime format when it is text, e.g. %m/%d/%Y %H:%M (UTC)",
+    )
+    title_col: str | None = Field(
+        default=None, description="your log's item name column: recommendations show the names"
+    )
+    # Rows a run leaves out, counted in the data report (ncflow/data/row_filters.py)
+    drop_null_ids: bool = Field(
+        default=False, description="drop rows without a user or item id (else they fail the data checks)"
+    )
+    min_rating: float | None = Field(
+        default=None,
+        description="drop rows whose rating is below this: --rating-col Quantity --min-rating 1 drops returns",
+    )
     connection: str = Field(
         default=postgres.DEFAULT_CONNECTION,
         description="pg: datasets: where the connection string is, env:VARIABLE or secret:BLOCK (never the string)",
@@ -43,7 +58,9 @@ class SourceParams(Strict):
         default=None, description="and before this date: a backfill as of that day (YYYY-MM-DD)"
     )
     window_days: int | None = Field(
-        default=None, ge=1, description="train on the last N days (before until, or before tomorrow)"
+        default=None,
+        ge=1,
+        description="train on the last N days: before until, else up to the log's newest row (or today)",
     )
     # Data checks before training (ncflow/data/checks.py)
     max_row_drop: float = Field(
@@ -82,7 +99,9 @@ class SourceParams(Strict):
         from ncflow.data.sources import is_named
 
         mapped = [
-            name for name in ("user_col", "item_col", "rating_col", "timestamp_col") if getattr(self, name)
+            name
+            for name in ("user_col", "item_col", "rating_col", "timestamp_col", "title_col", "time_format")
+            if getattr(self, name)
         ]
         if mapped and is_named(self.dataset):
             raise ValueError(
@@ -90,6 +109,10 @@ class SourceParams(Strict):
             )
         if self.since is not None and self.window_days is not None:
             raise ValueError("give since or window_days, not both")
+        if self.time_format is not None and self.timestamp_col is None:
+            raise ValueError("time_format reads the time column: name it too (timestamp_col)")
+        if self.min_rating is not None and self.rating_col is None and not is_named(self.dataset):
+            raise ValueError("min_rating filters on the rating column: name it too (rating_col)")
         start = self.window_start()
         if start is not None and self.until is not None and start >= self.until:
             raise ValueError(f"since ({start}) must be before until ({self.until})")
@@ -101,18 +124,34 @@ class SourceParams(Strict):
             item=self.item_col or "item",
             rating=self.rating_col,
             timestamp=self.timestamp_col,
+            title=self.title_col,
+            time_format=self.time_format,
         )
 
     def window_start(self) -> dt.date | None:
-        """`since`, or `window_days` before `until` (or before tomorrow, UTC: today included)."""
-        if self.window_days is None:
+        """`since`, or `window_days` before `until`; None when the window counts back from the log's end
+        (resolved against the data: ncflow/data/row_filters.py)."""
+        if self.window_days is None or self.until is None:
             return self.since
-        end = self.until or dt.datetime.now(dt.UTC).date() + dt.timedelta(days=1)
-        return end - dt.timedelta(days=self.window_days)
+        return self.until - dt.timedelta(days=self.window_days)
 
     def check_limits(self) -> CheckLimits:
         return CheckLimits(max_row_drop=self.max_row_drop, max_duplicate_share=self.max_duplicate_share)
 
     def source_settings(self) -> dict:
-        """What the split's config takes from here: the columns and the window."""
-        return {"columns": self.columns(), "since": self.window_start(), "until": self.until}
+        """What the split's config takes from here: the columns, the rows dropped and the window."""
+        from ncflow.data.sources import is_named
+
+        settings = {
+            "columns": self.columns(),
+            "drop_null_ids": self.drop_null_ids,
+            "drop_rating_below": self.min_rating,
+            "since": self.window_start(),
+            "until": self.until,
+            "window_days": self.window_days if self.until is None else None,
+        }
+        if not is_named(self.dataset):
+            # VAE-CF's ratings >= 4 are MovieLens stars: an own log's rating column (a quantity, say) is
+            # only the --min-rating filter, and every kept row is a positive, as NCF and EASE take them
+            settings["min_rating"] = None
+        return settings

@@ -44,6 +44,10 @@ def ease_train(
     item_col: str | None = None,
     rating_col: str | None = None,
     timestamp_col: str | None = None,
+    time_format: str | None = None,
+    title_col: str | None = None,
+    drop_null_ids: bool | None = None,
+    min_rating: float | None = None,
     connection: str | None = None,
     since: date | None = None,
     until: date | None = None,
@@ -71,7 +75,8 @@ def ease_train(
         force: refit even when a registered version was fitted on the same data, settings and code
         source: a mirror URL, a local archive or a folder (default: the dataset's URL); for a pg:TABLE
             dataset, a SQL query to read instead of the whole table
-        user_col, item_col, rating_col, timestamp_col, connection, since, until, window_days,
+        user_col, item_col, rating_col, timestamp_col, time_format, title_col, drop_null_ids,
+            min_rating, connection, since, until, window_days,
             max_row_drop, max_duplicate_share: your own log and its data checks, as for ncf-train
         data_dir: raw and processed data (default data/ under the working directory)
         runs_dir: one folder per flow run (default runs/)

@@ -54,6 +54,10 @@ def vae_cf_train(
     item_col: str | None = None,
     rating_col: str | None = None,
     timestamp_col: str | None = None,
+    time_format: str | None = None,
+    title_col: str | None = None,
+    drop_null_ids: bool | None = None,
+    min_rating: float | None = None,
     connection: str | None = None,
     since: date | None = None,
     until: date | None = None,
@@ -85,11 +89,19 @@ def vae_cf_train(
             dataset, a SQL query to read instead of the whole table
         user_col, item_col, rating_col, timestamp_col: your own log's column names (ids may be
             integers or strings; without a timestamp column, row order is time order)
+        time_format: the time column's strptime format when it is text, e.g. %m/%d/%Y %H:%M (UTC)
+        title_col: your log's item name column, kept beside the item ids: recommendations show names
+        drop_null_ids: drop rows without a user or item id (counted in the data report); without it
+            such rows fail the data checks
+        min_rating: drop rows whose rating is below this (counted in the data report); with
+            rating_col Quantity, 1 drops a shop's returns. Ratings are never weights: every kept row
+            is one positive
         connection: pg: datasets: where the connection string is, env:VARIABLE (default
             env:NCFLOW_DATABASE_URL) or secret:BLOCK (a Prefect Secret block); never the string
         since, until: train on interactions in [since, until) (dates, 00:00 UTC); until alone: a
             backfill as of that day
-        window_days: train on the last N days (before until, or up to now)
+        window_days: train on the last N days: before until, else up to the log's newest row (or
+            today, when the log reaches today); the data report says which
         max_row_drop: the data checks refuse a source whose rows dropped by more than this share
             against the previous run's snapshot (default 0.3)
         max_duplicate_share: and one whose exact repeated rows exceed this share (default 0.1)

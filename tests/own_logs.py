@@ -69,3 +69,68 @@ def spread_over_time(table: pa.Table, days: int = 700) -> pa.Table:
     ts = np.empty(len(order), np.int64)
     ts[order] = START + ((begin + (1 - begin) * (rank + 0.5) / n) * days * 86_400).astype(np.int64)
     return table.set_column(table.schema.get_field_index("ts"), "ts", pa.array(ts))
+
+
+# A shop's log, shaped like the UCI Online Retail file: invoices with string stock codes (85123A),
+# descriptions, quantities (a return is a negative one), times as M/D/YYYY H:MM, customer ids as
+# "17850.0" with a quarter of the rows empty, ending 2011-12-09 (in the past).
+RETAIL_FLAGS = [
+    "--user-col", "CustomerID", "--item-col", "StockCode", "--timestamp-col", "InvoiceDate",
+    "--time-format", "%m/%d/%Y %H:%M", "--title-col", "Description",
+]  # fmt: skip
+RETAIL_START, RETAIL_END = 1_291_191_960, 1_323_433_800  # 2010-12-01 08:26, 2011-12-09 12:30 UTC
+
+
+def stock_code(item: int) -> str:
+    return f"{84000 + item}" if item % 3 else f"{84000 + item}A"
+
+
+def retail_log(folder: Path) -> pa.Table:
+    """synth-tiny's rows as a shop's purchases (learnable: 500 customers x 300 items), plus a return
+    (negative quantity, a day later) for one purchase in twenty; a quarter of the rows have no
+    customer, and one row in fifty has a stray description ("?") beside the item's usual one."""
+    import datetime as dt
+
+    import numpy as np
+
+    raw = pacsv.read_csv(write_synthetic("tiny", folder / "synth") / "ratings.csv")
+    users, items = raw.column("userId").to_numpy(), raw.column("movieId").to_numpy()
+    ts = raw.column("timestamp").to_numpy().astype(np.float64)
+    span = ts.max() - ts.min()
+    seconds = (RETAIL_START + (ts - ts.min()) / span * (RETAIL_END - RETAIL_START - 86_400)).astype(np.int64)
+    rng = np.random.default_rng(0)
+    quantity = rng.integers(1, 13, len(users))
+    returned = np.flatnonzero(np.arange(len(users)) % 20 == 7)
+    users = np.concatenate([users, users[returned]])
+    items = np.concatenate([items, items[returned]])
+    seconds = np.concatenate([seconds, seconds[returned] + 86_400])
+    quantity = np.concatenate([quantity, -quantity[returned]])
+    n = len(users)
+    anonymous = rng.random(n) < 0.25
+    stray = np.arange(n) % 50 == 3
+    order = np.argsort(seconds, kind="stable")
+    codes = [stock_code(int(i)) for i in items]
+    first = int(np.flatnonzero(items[order] % 3 == 0)[0])  # the first row's code has a letter, as in UCI
+    order = np.concatenate([[order[first]], np.delete(order, first)])
+
+    def when(s: int) -> str:
+        t = dt.datetime.fromtimestamp(int(s), dt.UTC)
+        return f"{t.month}/{t.day}/{t.year} {t.hour}:{t.minute:02d}"
+
+    return pa.table(
+        {
+            "InvoiceNo": [("C" if quantity[r] < 0 else "") + str(536365 + r) for r in order],
+            "StockCode": [codes[r] for r in order],
+            "Description": ["?" if stray[r] else f"PRODUCT {codes[r]}" for r in order],
+            "Quantity": pa.array(quantity[order], pa.int64()),
+            "InvoiceDate": [when(seconds[r]) for r in order],
+            "UnitPrice": pa.array(np.round(1 + items[order] % 7 * 0.85, 2)),
+            "CustomerID": [None if anonymous[r] else f"{12346 + users[r]}.0" for r in order],
+            "Country": ["United Kingdom"] * n,
+        }
+    )
+
+
+def retail_customer(user: int) -> float:
+    """The CustomerID a synth-tiny user has in `retail_log` (read back as a whole number)."""
+    return 12346 + user

@@ -14,6 +14,10 @@ SOURCE_FLAGS = (
     "item_col",
     "rating_col",
     "timestamp_col",
+    "time_format",
+    "title_col",
+    "drop_null_ids",
+    "min_rating",
     "connection",
     "since",
     "until",
@@ -27,6 +31,7 @@ def run(args: argparse.Namespace) -> None:
     from configs import PreprocessConfig, validation_message
     from configs.source import SourceParams
     from ncflow.data.preprocess import preprocess, read_manifest
+    from ncflow.data.row_filters import dropped_line
     from ncflow.data.sources import dataset_label, obtain_raw
 
     overrides = {"protocol": args.protocol, "seed": args.seed}
@@ -52,6 +57,11 @@ def run(args: argparse.Namespace) -> None:
     print(f"dataset      {manifest['dataset']} ({manifest['protocol']}, {manifest['backend']})")
     for name, value in manifest["counts"].items():
         print(f"{name.replace('_', ' '):<16} {value:,}")
+    rows = manifest.get("rows", {})
+    if dropped := dropped_line(rows.get("dropped_null_ids", 0), rows.get("dropped_rated_below", 0)):
+        print(f"dropped          {dropped}")
+    if window := manifest.get("window", {}).get("description"):
+        print(f"window           {window}")
     print("seconds      " + ", ".join(f"{k} {v:.2f}" for k, v in seconds.items()))
     print(out)
 
@@ -82,9 +92,28 @@ def add_parser(sub) -> None:
     data.add_argument("--rating-col", help="your log's rating column (optional)")
     data.add_argument("--timestamp-col", help="your log's time column (optional)")
     data.add_argument(
+        "--time-format", help="the time column's strptime format when it is text: %%m/%%d/%%Y %%H:%%M (UTC)"
+    )
+    data.add_argument("--title-col", help="your log's item name column: recommendations show the names")
+    data.add_argument(
+        "--drop-null-ids",
+        action="store_true",
+        default=None,
+        help="drop rows without a user or item id (counted) instead of refusing the log",
+    )
+    data.add_argument(
+        "--min-rating",
+        type=float,
+        help="drop rows rated below this (counted): --rating-col Quantity --min-rating 1 drops returns",
+    )
+    data.add_argument(
         "--connection", help="pg: datasets: env:VARIABLE or secret:BLOCK holding the connection string"
     )
     data.add_argument("--since", help="only interactions from this date (YYYY-MM-DD, UTC)")
     data.add_argument("--until", help="only interactions before this date (YYYY-MM-DD, UTC)")
-    data.add_argument("--window-days", type=int, help="only the last N days (before --until, or up to now)")
+    data.add_argument(
+        "--window-days",
+        type=int,
+        help="only the last N days: before --until, else up to the log's newest row (or today, if it reaches today)",
+    )
     data.set_defaults(func=run)

@@ -47,7 +47,9 @@ def add_train_flags(parser: argparse.ArgumentParser, params: type) -> None:
         flag, kind = "--" + name.replace("_", "-"), field.annotation
         options: dict = {
             "default": None,
-            "help": field.description or f"(dataset default; class default {field.default})",
+            "help": (field.description or f"(dataset default; class default {field.default})").replace(
+                "%", "%%"
+            ),
         }
         if kind is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, **options)

@@ -6,12 +6,15 @@ half-empty export is broken whatever the window. What each one refuses:
 - schema and types: a missing column, an id that is neither integer nor string, a rating that is not a
   number, a time that is not a time (raised by the readers; reported here);
 - nulls: any row without a user, an item, a rating or a time (empty strings count for string ids);
+  rows without a user or item id are only counted when the run drops them (`drop_null_ids`);
 - duplicate rows: more than `max_duplicate_share` of rows repeating another row exactly (a partition
   loaded twice); repeated (user, item) pairs at different times are ordinary and allowed;
 - timestamps: any time in the future (beyond a day of clock skew) or at or before 1970-01-01 (a
   default value, not a time);
 - row count: fewer rows than the previous accepted snapshot by more than `max_row_drop`;
-- new users and items: counted against the previous snapshot, never refused.
+- new users and items: counted against the previous snapshot; refused only when every id is new, or the
+  users look like the previous items and the items like the previous users: a changed column mapping
+  (user and item columns swapped), not new customers.
 """
 
 from __future__ import annotations
@@ -75,17 +78,18 @@ def check_log(
     limits: CheckLimits,
     now: dt.datetime | None = None,
     window_rows: int | None = None,
+    drop_null_ids: bool = False,
 ) -> DataReport:
     """Every check on `raw` (whose summary is `snapshot`) against the `previous` accepted snapshot."""
     now = now or dt.datetime.now(dt.UTC)
     table = raw.table
     checks = [
         Check("schema and types", True, schema_line(table, raw.ticks_per_second)),
-        nulls_check(table, raw),
+        nulls_check(table, raw, drop_null_ids),
         duplicates_check(table, limits.max_duplicate_share),
         timestamps_check(table, raw.ticks_per_second, now),
         row_count_check(snapshot, previous, limits.max_row_drop),
-        Check("new users and items", True, new_ids_line(snapshot, previous)),
+        new_ids_check(snapshot, previous),
     ]
     return DataReport(
         dataset, checks, snapshot, previous, window_rows, daily_volume(table, raw.ticks_per_second)
@@ -98,13 +102,17 @@ def schema_line(table: pa.Table, ticks_per_second: int) -> str:
     return f"user {kinds['user']}, item {kinds['item']}, rating number, time {unit[ticks_per_second]}"
 
 
-def nulls_check(table: pa.Table, raw: RawLog) -> Check:
+def nulls_check(table: pa.Table, raw: RawLog, drop_null_ids: bool = False) -> Check:
     counts = {name: null_count(table.column(name)) for name in COLUMNS}
     bad = {name: n for name, n in counts.items() if n}
     if not bad:
         return Check("nulls", True, "none")
     described = ", ".join(f"{n:,} without a {name}" for name, n in bad.items())
-    return Check("nulls", False, f"{described} (null or empty) in {raw.name}")
+    ids = {"user", "item"} & set(bad)
+    if drop_null_ids and not set(bad) - ids:
+        return Check("nulls", True, f"{described} (null or empty): dropped (--drop-null-ids)")
+    hint = "; --drop-null-ids drops rows without a user or item" if ids and not drop_null_ids else ""
+    return Check("nulls", False, f"{described} (null or empty) in {raw.name}{hint}")
 
 
 def duplicates_check(table: pa.Table, max_share: float) -> Check:
@@ -147,13 +155,28 @@ def row_count_check(snapshot: Snapshot, previous: Snapshot | None, max_drop: flo
     return Check("row count", True, detail)
 
 
-def new_ids_line(snapshot: Snapshot, previous: Snapshot | None) -> str:
+def new_ids_check(snapshot: Snapshot, previous: Snapshot | None) -> Check:
     sizes = f"{snapshot.n_users:,} users, {snapshot.n_items:,} items"
     if previous is None:
-        return sizes
-    new_users = snapshot.n_users - snapshot.overlap(previous, "users")
-    new_items = snapshot.n_items - snapshot.overlap(previous, "items")
-    return f"{sizes}: {new_users:,} new users and {new_items:,} new items since the previous snapshot"
+        return Check("new users and items", True, sizes)
+    users, items = snapshot.overlap(previous, "users"), snapshot.overlap(previous, "items")
+    detail = (
+        f"{sizes}: {snapshot.n_users - users:,} new users and {snapshot.n_items - items:,} new items "
+        "since the previous snapshot"
+    )
+    # Swapped columns: today's users are yesterday's items and the other way round. Integer ids of both
+    # kinds overlap by chance (users 1-943, items 1-1682), so it is the swap explaining the ids better
+    # than the mapping does, on both sides, that counts
+    cross_users, cross_items = snapshot.cross_overlap(previous)
+    swapped = cross_users >= users and cross_items >= items and cross_users + cross_items > users + items
+    if (users == 0 and items == 0 and previous.rows) or swapped:
+        what = "the users look like its items and the items like its users" if swapped else "every id is new"
+        return Check(
+            "new users and items", False,
+            f"{detail}: {what} against the previous snapshot; the user and item columns may be swapped "
+            "(--user-col, --item-col) or the mapping changed (a new log: remove its snapshot folder)",
+        )  # fmt: skip
+    return Check("new users and items", True, detail)
 
 
 def day(ticks: int, ticks_per_second: int) -> dt.date:

@@ -59,7 +59,8 @@ def to_interactions(raw: RawLog, since: dt.date | None = None, until: dt.date | 
         raise NcflowError(f"{raw.name} holds no interactions")
     nulls = [name for name in COLUMNS if null_count(table.column(name))]
     if nulls:
-        raise NcflowError(f"{raw.name} has empty fields in its {', '.join(nulls)} column(s)")
+        hint = " (--drop-null-ids drops rows without a user or item)" if {"user", "item"} & set(nulls) else ""
+        raise NcflowError(f"{raw.name} has empty fields in its {', '.join(nulls)} column(s){hint}")
     if since is not None or until is not None:
         table = in_window(table, raw, since, until)
     user, user_dictionary = encode_ids(table.column("user"))

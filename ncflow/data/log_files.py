@@ -5,9 +5,11 @@ The columns are named by `configs.Columns` and come out as a `RawLog` in ncflow'
 - ids: integers stay int64; strings (SKUs, UUIDs as text) stay strings; a PostgreSQL `uuid` becomes
   its text form; whole-valued floats become int64; anything else is refused by name;
 - rating: any number, as float32 (absent: every row is a positive, rating 1);
-- timestamp: an Arrow timestamp or date (Parquet, PostgreSQL, ISO text in a CSV), or an integer read as
-  Unix seconds, milliseconds, microseconds or nanoseconds by its magnitude (absent: row order is time
-  order, and no time window applies).
+- timestamp: an Arrow timestamp or date (Parquet, PostgreSQL, ISO text in a CSV), text in the
+  `time_format` given (strptime's: `%m/%d/%Y %H:%M`, read as UTC), or an integer read as Unix seconds,
+  milliseconds, microseconds or nanoseconds by its magnitude (absent: row order is time order, and no
+  time window applies);
+- title: an item's name, as text (optional), kept beside the item ids for recommendations.
 """
 
 from __future__ import annotations
@@ -115,6 +117,7 @@ def mapped(columns: Columns) -> dict[str, str | None]:
         "item": columns.item,
         "rating": columns.rating,
         "timestamp": columns.timestamp,
+        "title": columns.title,
     }
 
 
@@ -123,7 +126,7 @@ def check_columns(found: list[str], columns: Columns, name: str) -> None:
     if missing:
         raise NcflowError(
             f"{name} lacks column(s) {', '.join(missing)} (found: {', '.join(found)}); set the column "
-            "names (--user-col, --item-col, --rating-col, --timestamp-col)"
+            "names (--user-col, --item-col, --rating-col, --timestamp-col, --title-col)"
         )
 
 
@@ -142,7 +145,10 @@ def canonical(table: pa.Table, columns: Columns, name: str) -> RawLog:
     if names["timestamp"] is None:  # file order is time order
         out["timestamp"], ticks = pa.chunked_array([pa.array(np.arange(n, dtype=np.int64))]), 0
     else:
-        out["timestamp"], ticks = time_column(table.column(names["timestamp"]), names["timestamp"], name)
+        column = table.column(names["timestamp"])
+        out["timestamp"], ticks = time_column(column, names["timestamp"], name, columns.time_format)
+    if names["title"] is not None:
+        out["title"] = table.column(names["title"]).cast(pa.string())
     return RawLog(pa.table(out), ticks, name)
 
 
@@ -195,16 +201,21 @@ def rating_column(table: pa.Table, name: str | None, source: str) -> pa.ChunkedA
         raise NcflowError(f"column {name!r} of {source} must hold numbers (ratings)") from None
 
 
-def time_column(column: pa.ChunkedArray, name: str, source: str) -> tuple[pa.ChunkedArray, int]:
-    """(int64 ticks, ticks per second) of a timestamp column."""
+def time_column(
+    column: pa.ChunkedArray, name: str, source: str, time_format: str | None = None
+) -> tuple[pa.ChunkedArray, int]:
+    """(int64 ticks, ticks per second) of a timestamp column; text in `time_format` if one is given."""
     kind = column.type
-    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+    if (pa.types.is_string(kind) or pa.types.is_large_string(kind)) and time_format is not None:
+        column, kind = formatted_times(column, name, source, time_format), pa.timestamp("s")
+    elif pa.types.is_string(kind) or pa.types.is_large_string(kind):
         try:
             column = column.cast(pa.timestamp("us", "UTC"))
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             sample = next((v for v in column.to_pylist()[:1000] if v), None)
             raise NcflowError(
-                f"column {name!r} of {source} must hold times (Unix seconds or ISO 8601); found {sample!r}"
+                f"column {name!r} of {source} must hold times (Unix seconds or ISO 8601); found {sample!r}: "
+                "give its format with --time-format (e.g. %m/%d/%Y %H:%M)"
             ) from None
         kind = column.type
     if pa.types.is_timestamp(kind):
@@ -223,3 +234,22 @@ def time_column(column: pa.ChunkedArray, name: str, source: str) -> tuple[pa.Chu
         except pa.ArrowInvalid:
             pass
     raise NcflowError(f"column {name!r} of {source} has type {kind}: timestamps must be times or integers")
+
+
+def formatted_times(column: pa.ChunkedArray, name: str, source: str, time_format: str) -> pa.ChunkedArray:
+    """Text times parsed with strptime's `time_format`, as UTC seconds; empty fields stay null (the nulls
+    check counts them); a value that does not parse is refused, with an example."""
+    text = pc.if_else(pc.equal(column, ""), pa.scalar(None, column.type), column)
+    try:
+        parsed = pc.strptime(text, format=time_format, unit="s", error_is_null=True)
+    except pa.ArrowInvalid as err:  # a format arrow cannot use at all
+        raise NcflowError(f"--time-format {time_format!r}: {first_line(err)}") from None
+    bad = pc.and_(pc.is_valid(text), pc.is_null(parsed))
+    if pc.any(bad).as_py():
+        example = text.filter(bad)[0].as_py()
+        count = pc.sum(bad).as_py()
+        raise NcflowError(
+            f"column {name!r} of {source}: {example!r} does not match --time-format {time_format!r} "
+            f"({count:,} such values)"
+        )
+    return parsed

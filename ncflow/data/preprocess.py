@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 import ncflow
@@ -35,6 +36,7 @@ from ncflow.data.interactions import RawLog, original_ids, to_interactions
 from ncflow.data.log_files import checksum, read_log
 from ncflow.data.ncf_split import ncf_split
 from ncflow.data.readers import find_file, read_movielens, read_titles
+from ncflow.data.row_filters import select_rows
 from ncflow.data.temporal_split import temporal_split, temporal_window
 from ncflow.data.vae_split import SPLITS, vae_split
 from ncflow.errors import NcflowError
@@ -68,8 +70,25 @@ def read_raw(dataset: str, raw: Path, config: PreprocessConfig) -> tuple[RawLog,
     elif is_movielens_folder(raw):
         spec = registry["ml-20m"]  # same file format and layout
     else:
-        return read_log(raw, config.columns), {}
+        log = read_log(raw, config.columns)
+        return log, log_titles(log)
     return read_movielens(raw, spec), read_titles(raw, spec)
+
+
+def log_titles(log: RawLog) -> dict[Any, str]:
+    """Item id -> its most frequent title in a log with a title column (a shop's descriptions vary
+    between rows: a typo, "damaged"); empty without one."""
+    if "title" not in log.table.column_names:
+        return {}
+    pairs = log.table.select(["item", "title"]).filter(pc.is_valid(log.table.column("title")))
+    counts = pairs.group_by(["item", "title"]).aggregate([([], "count_all")])
+    counts = counts.sort_by([("item", "ascending"), ("count_all", "descending"), ("title", "ascending")])
+    titles: dict[Any, str] = {}
+    for item, title in zip(
+        counts.column("item").to_pylist(), counts.column("title").to_pylist(), strict=True
+    ):
+        titles.setdefault(item, title)
+    return titles
 
 
 def output_dir(out_root: Path, dataset: str, source_md5: str, config: PreprocessConfig) -> Path:
@@ -110,7 +129,8 @@ def _write_processed(
 
     start = time.perf_counter()
     raw_log, titles = read_raw(dataset, raw, config)
-    interactions = to_interactions(raw_log, config.since, config.until)
+    selected = select_rows(raw_log, config)  # drops (null ids, low ratings) and the time window
+    interactions = to_interactions(selected.raw)
     seconds["read"] = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -175,6 +195,16 @@ def _write_processed(
         "protocol": config.protocol,
         "counts": counts,
         "source": {"path": str(Path(raw).resolve()), "md5": source_md5, "rows": len(raw_log)},
+        "rows": {
+            "dropped_null_ids": selected.null_ids,
+            "dropped_rated_below": selected.rated_below,
+            "kept": len(selected.raw),
+        },
+        "window": {
+            "since": selected.window.since and str(selected.window.since),
+            "until": selected.window.until and str(selected.window.until),
+            "description": selected.window.description,
+        },
         "config": config.model_dump(mode="json"),
         "ncflow_version": ncflow.__version__,
         "preprocess_version": PREPROCESS_VERSION,

@@ -45,10 +45,19 @@ class Snapshot:
 
     def overlap(self, other: Snapshot, kind: str) -> int:
         """How many of this snapshot's users (or items) `other` has too (0 when their id types differ)."""
-        mine, theirs = getattr(self, kind), getattr(other, kind)
-        if mine.type != theirs.type:
-            return 0
-        return pc.sum(pc.is_in(mine, value_set=theirs)).as_py() or 0
+        return shared(getattr(self, kind), getattr(other, kind))
+
+    def cross_overlap(self, other: Snapshot) -> tuple[int, int]:
+        """(this snapshot's users among `other`'s items, its items among `other`'s users): high when the
+        user and item columns were swapped."""
+        return shared(self.users, other.items), shared(self.items, other.users)
+
+
+def shared(mine: pa.Array, theirs: pa.Array) -> int:
+    """How many of `mine` are in `theirs` (0 when their id types differ)."""
+    if mine.type != theirs.type:
+        return 0
+    return pc.sum(pc.is_in(mine, value_set=theirs)).as_py() or 0
 
 
 def summarize(dataset: str, raw: RawLog, md5: str) -> Snapshot:

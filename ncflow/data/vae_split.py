@@ -44,14 +44,14 @@ def vae_split(
     item,
     rating,
     *,
-    min_rating: float = 4.0,
+    min_rating: float | None = 4.0,  # None: every row is a positive
     min_user_items: int = 5,
     heldout_users: int = 10_000,
     heldout_fraction_cap: float = 0.1,
     foldin_fraction: float = 0.8,
     seed: int = 0,
 ) -> VAESplit:
-    keep = rating >= min_rating
+    keep = xp.ones(len(rating), dtype=bool) if min_rating is None else rating >= min_rating
     u, user_ids = renumber(xp, user[keep])
     i, original_item = renumber(xp, item[keep])
     order = sort_order(xp, u, i)
@@ -62,8 +62,9 @@ def vae_split(
     active = xp.nonzero(counts >= min_user_items)[0]
     n_held = min(heldout_users, int(heldout_fraction_cap * len(active)))
     if n_held < 1:
+        counted = "items" if min_rating is None else f"ratings >= {min_rating}"
         raise NcflowError(
-            f"only {len(active)} users have >= {min_user_items} ratings >= {min_rating}: too few to hold out "
+            f"only {len(active)} users have >= {min_user_items} {counted}: too few to hold out "
             "validation and test users"
         )
     shuffled = active[xp.argsort(random_bits(xp, active, stream_key(seed, 0x5AE)))]

@@ -8,8 +8,8 @@ from pathlib import Path
 from configs import PreprocessConfig
 from ncflow.data import snapshots
 from ncflow.data.checks import Check, CheckLimits, DataReport, check_log, unreadable
-from ncflow.data.interactions import in_window
 from ncflow.data.preprocess import read_raw
+from ncflow.data.row_filters import drop_rows, dropped_line, windowed
 from ncflow.errors import NcflowError
 
 
@@ -23,15 +23,32 @@ def check_source(
     except NcflowError as err:
         return unreadable(dataset, str(err), previous)
     snapshot = snapshots.summarize(dataset, raw_log, md5)
-    window_rows, window_check = None, None
-    if config.since is not None or config.until is not None:
+    extra, window_rows = [], None
+    try:
+        kept, null_ids, rated_below = drop_rows(raw_log, config)
+    except NcflowError as err:  # every row dropped
+        extra.append(Check("dropped rows", False, str(err)))
+    else:
+        if null_ids or rated_below:
+            extra.append(Check("dropped rows", True, dropped_line(null_ids, rated_below)))
         try:
-            window_rows = in_window(raw_log.table, raw_log, config.since, config.until).num_rows
+            kept, window = windowed(kept, config)
         except NcflowError as err:
-            window_check = Check("time window", False, str(err))
-    report = check_log(dataset, raw_log, snapshot, previous, limits, window_rows=window_rows)
-    if window_check is not None:
-        report.checks.append(window_check)
+            extra.append(Check("time window", False, str(err)))
+        else:
+            if window.description:
+                window_rows = len(kept)
+                extra.append(Check("time window", True, f"{window.description}: {window_rows:,} rows"))
+    report = check_log(
+        dataset,
+        raw_log,
+        snapshot,
+        previous,
+        limits,
+        window_rows=window_rows,
+        drop_null_ids=config.drop_null_ids,
+    )
+    report.checks.extend(extra)
     return report
 
 
