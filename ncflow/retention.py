@@ -39,13 +39,13 @@ TRASH = ".pruned-"
 @dataclass(frozen=True)
 class Pruned:
     versions: list[int]
-    kept: dict[int, str]  # version -> why (champion, best, newest)
+    kept: dict[int, list[str]]  # version -> why (champion, best, newest, in use)
     runs: list[str]  # run folder names
 
     def line(self) -> str:
         """The run's log line: what went, what stays and why."""
         gone = ", ".join(f"v{v}" for v in self.versions) or "no version"
-        kept = ", ".join(f"v{v} {why}" for v, why in sorted(self.kept.items()))
+        kept = ", ".join(f"v{v} {'+'.join(why)}" for v, why in sorted(self.kept.items()))
         return f"pruned {gone} (kept {kept}); run folders: {', '.join(self.runs) or 'none'}"
 
 
@@ -84,7 +84,7 @@ def prune(root: Path, model: str, dataset: str, keep: int, runs_dir: Path | None
     return Pruned(versions, kept, runs)
 
 
-def prune_versions(root: Path, model: str, dataset: str, keep: int) -> tuple[list[int], dict[int, str]]:
+def prune_versions(root: Path, model: str, dataset: str, keep: int) -> tuple[list[int], dict[int, list[str]]]:
     """(the versions removed, the versions kept with why)."""
     if keep < 1:
         raise ValueError(f"keep_versions must be at least 1, got {keep}")
@@ -92,13 +92,15 @@ def prune_versions(root: Path, model: str, dataset: str, keep: int) -> tuple[lis
     with registry.locked(folder), registry.locked(best.best_dir(root, dataset)):
         _empty_trash(folder)
         found = [e.version for e in registry.versions(root, model, dataset)]
-        kept = {v: "newest" for v in found[-keep:]}
-        alias = best.read_best(root, dataset)
-        if alias is not None and alias["model"] == model:
-            kept[int(alias["version"])] = "best"
+        kept: dict[int, list[str]] = {}
         champion = registry.champion(root, model, dataset)
         if champion is not None:
-            kept[champion.version] = "champion"
+            kept[champion.version] = ["champion"]
+        alias = best.read_best(root, dataset)
+        if alias is not None and alias["model"] == model:
+            kept.setdefault(int(alias["version"]), []).append("best")
+        for number in found[-keep:]:
+            kept.setdefault(number, []).append("newest")
         doomed = [v for v in found if v not in kept]
         if not doomed:
             return [], kept
@@ -108,7 +110,7 @@ def prune_versions(root: Path, model: str, dataset: str, keep: int) -> tuple[lis
             if _take(folder / f"v{number}", folder / f"{TRASH}v{number}-{os.getpid()}"):
                 removed.append(number)
             else:
-                kept[number] = "in use"
+                kept[number] = ["in use"]
         _empty_trash(folder)
     return removed, kept
 

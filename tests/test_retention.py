@@ -72,14 +72,19 @@ def test_eight_versions_keep_the_champion_the_best_and_the_newest_three(data, tm
     hr = [0.1, 0.9, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]  # v2 stays the champion
     ndcg = [0.1, 0.1, 0.2, 0.8, 0.3, 0.3, 0.3, 0.3]  # v4 stays the best
     caplog.set_level(logging.INFO, logger="ncflow")
-    results = [register(tmp_path, data, f"run-{n}", h, g, keep=3) for n, (h, g) in enumerate(zip(hr, ndcg), 1)]
+    results = [
+        register(tmp_path, data, f"run-{n}", h, g, keep=3) for n, (h, g) in enumerate(zip(hr, ndcg), 1)
+    ]
 
     assert [r["version"] for r in results] == list(range(1, 9))
     assert registry.champion(root, "ncf", "synth-tiny").version == 2
     assert best.read_best(root, "synth-tiny")["version"] == 4
     assert [e.version for e in registry.versions(root, "ncf", "synth-tiny")] == [2, 4, 6, 7, 8]
     assert sorted(v for r in results for v in r["pruned"]) == [1, 3, 5]
-    assert "ncf synth-tiny: pruned v5 (kept v2 champion, v4 best, v6 newest, v7 newest, v8 newest)" in caplog.text
+    assert (
+        "ncf synth-tiny: pruned v5 (kept v2 champion, v4 best, v6 newest, v7 newest, v8 newest)"
+        in caplog.text
+    )
     folder = root / "ncf" / "synth-tiny"
     assert not [p.name for p in folder.iterdir() if p.name.startswith(".pruned")]  # nothing half-deleted left
     # a run folder goes with its version; the kept versions' run folders (their source_bundle) stay
@@ -133,9 +138,43 @@ def test_a_version_in_use_is_not_pruned_and_a_half_pruned_one_never_looks_valid(
     folder = root / "ncf" / "synth-tiny"
     with registry.in_use(folder / "v2"):  # a `recommend` loading v2
         removed, kept = retention.prune_versions(root, "ncf", "synth-tiny", keep=1)
-    assert removed == [] and kept[2] == "in use" and kept[1] == "champion"
+    assert removed == [] and kept[2] == ["in use"] and kept[1] == ["champion", "best"]
     (folder / "v2").rename(folder / ".pruned-v2-1")  # a pruner killed between its rename and its delete
     assert [e.version for e in registry.versions(root, "ncf", "synth-tiny")] == [1, 3]
     removed, _ = retention.prune_versions(root, "ncf", "synth-tiny", keep=1)
     assert removed == [] and not (folder / ".pruned-v2-1").exists()  # the next prune finishes the job
     assert register(tmp_path, data, "run-4", 0.5, 0.5, keep=3)["version"] == 4  # numbers never reused
+
+
+async def flow_run_logs() -> list[str]:
+    from prefect.client.orchestration import get_client
+
+    async with get_client() as client:
+        logs, offset = [], 0
+        while batch := await client.read_logs(limit=200, offset=offset):
+            logs += batch
+            offset += len(batch)
+    return [entry.message for entry in logs]
+
+
+def test_the_flow_prunes_with_keep_versions_and_says_so_in_its_log(
+    prefect_server, tmp_path, monkeypatch, capsys
+):
+    import asyncio
+
+    from prefect.logging.handlers import APILogHandler
+
+    monkeypatch.chdir(tmp_path)
+    command = ["train", "ease", "--dataset", "synth-tiny", "--force", "--keep-versions"]
+    assert cli([*command, "0"]) == 2
+    assert "keep_versions: Input should be greater than or equal to 1" in capsys.readouterr().err
+    runs = []
+    for _ in range(3):  # the same data again: ties, so v1 stays champion and best
+        assert cli([*command, "1"]) == 0
+        capsys.readouterr()
+        runs.append(next(p.name for p in (tmp_path / "runs").iterdir() if p.name not in runs))
+    assert [e.version for e in registry.versions(tmp_path / "registry", "ease", "synth-tiny")] == [1, 3]
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == sorted([runs[0], runs[2]])
+    line = f"ease synth-tiny: pruned v2 (kept v1 champion+best, v3 newest); run folders: {runs[1]}"
+    APILogHandler().flush()  # the runs' last lines may still be on their way to the server
+    assert line in asyncio.run(flow_run_logs())
