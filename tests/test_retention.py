@@ -178,3 +178,54 @@ def test_the_flow_prunes_with_keep_versions_and_says_so_in_its_log(
     line = f"ease synth-tiny: pruned v2 (kept v1 champion+best, v3 newest); run folders: {runs[1]}"
     APILogHandler().flush()  # the runs' last lines may still be on their way to the server
     assert line in asyncio.run(flow_run_logs())
+
+
+# One registration as tasks/register.py makes it (the version held until its `best` decision), then a
+# prune to 2 versions, in a process of its own.
+REGISTRAR = """
+import contextlib, sys
+from pathlib import Path
+from ncflow import best, registry, retention
+root, bundle, score = Path(sys.argv[1]), Path(sys.argv[2]), float(sys.argv[3])
+metrics = {"hr@10": score, "full_ndcg@10": score}
+with contextlib.ExitStack() as hold:
+    reg = registry.register(root, "ncf", "synth-tiny", bundle, metrics=metrics, test_set="t", hold=hold)
+    best.consider(root, "synth-tiny", "ncf", reg.entry, "ncf")
+    assert (reg.entry.path / registry.RECORD).is_file()  # nobody pruned it while it was being decided
+retention.prune(root, "ncf", "synth-tiny", 2)
+"""
+
+
+def test_concurrent_registrations_and_prunes_leave_a_consistent_registry(tmp_path):
+    root = tmp_path / "registry"
+    scores = [0.30, 0.80, 0.55, 0.90, 0.10, 0.70, 0.85, 0.20]
+    procs = []
+    for n, score in enumerate(scores):
+        bundle = tmp_path / "bundles" / str(n)
+        bundle.mkdir(parents=True)
+        (bundle / "weights").write_bytes(os.urandom(64))
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-c", REGISTRAR, str(root), str(bundle), str(score)],
+                env={**os.environ, "PYTHONPATH": str(REPO)},
+                stderr=subprocess.PIPE,
+                text=True,
+            )  # fmt: skip
+        )
+    errors = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0] * len(scores), errors
+    champion = registry.champion(root, "ncf", "synth-tiny")
+    alias = best.read_best(root, "synth-tiny")
+    assert champion.metrics["hr@10"] == max(scores)  # both aliases point at versions that are there
+    assert registry.read_entry(registry.resolve(root, "ncf", "synth-tiny", str(alias["version"])))
+    left = {e.version for e in registry.versions(root, "ncf", "synth-tiny")}
+    assert {champion.version, alias["version"], 7, 8} <= left  # the newest two are never pruned
+    retention.prune_versions(root, "ncf", "synth-tiny", 2)
+    assert {e.version for e in registry.versions(root, "ncf", "synth-tiny")} == {
+        champion.version, alias["version"], 7, 8,
+    }  # fmt: skip
+    pruned = json.loads((root / "ncf" / "synth-tiny" / registry.PRUNED).read_text())
+    assert set(map(int, pruned)) == set(range(1, 9)) - {champion.version, alias["version"], 7, 8}
+    assert not [
+        p for p in (root / "ncf" / "synth-tiny").iterdir() if p.name.startswith((".pruned", ".staging"))
+    ]
