@@ -41,6 +41,11 @@ class TrainParams(SourceParams):
     data_dir: str = "data"
     runs_dir: str = "runs"  # checkpoints: runs/<flow run id>/ so a retried task resumes
     registry_dir: str = "registry"
+    keep_versions: int = Field(
+        default=5, ge=1, le=100_000,
+        description="registered versions kept per model and dataset (newest), besides the champion and the "
+        "best; older ones and the folders of finished runs are pruned after each registration",
+    )  # fmt: skip
     # --- Several machines (issue 19; ncflow/nodes.py): one torchrun agent per node on a Dask worker,
     # joined by torchrun's c10d rendezvous. data_dir and runs_dir must then be on a shared disk.
     nodes: int = Field(

@@ -57,6 +57,7 @@ def ease_train(
     data_dir: str | None = None,
     runs_dir: str | None = None,
     registry_dir: str | None = None,
+    keep_versions: int | None = None,
     # several machines (issue 19): every flow takes them; EASE, one solve on one device, refuses nodes > 1
     nodes: int | None = None,
     scheduler: str | None = None,
@@ -81,6 +82,8 @@ def ease_train(
         data_dir: raw and processed data (default data/ under the working directory)
         runs_dir: one folder per flow run (default runs/)
         registry_dir: the model registry (default registry/)
+        keep_versions: registered versions kept besides the champion and the best (default 5); older
+            ones and finished runs' folders in runs_dir are pruned after registering
     """
     overrides = {name: value for name, value in locals().items() if name != "dataset"}  # the parameters
     return train_and_register(MODEL, dataset, overrides)

@@ -73,6 +73,7 @@ def ncf_train(
     data_dir: str | None = None,
     runs_dir: str | None = None,
     registry_dir: str | None = None,
+    keep_versions: int | None = None,
     # several machines (issue 19)
     nodes: int | None = None,
     scheduler: str | None = None,
@@ -121,6 +122,8 @@ def ncf_train(
         data_dir: raw and processed data (default data/ under the working directory)
         runs_dir: checkpoints, one folder per flow run (default runs/)
         registry_dir: the model registry (default registry/)
+        keep_versions: registered versions kept besides the champion and the best (default 5); older
+            ones and finished runs' folders in runs_dir are pruned after registering
         nodes: machines (default 1); above 1, one torchrun agent on each of `nodes` Dask workers, with
             `gpus` GPUs (or `cpu_processes` CPU processes) each; data_dir and runs_dir on a shared disk
         scheduler: tcp://HOST:PORT of the Dask cluster whose workers are the nodes (default: a local

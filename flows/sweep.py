@@ -103,6 +103,7 @@ def sweep(
     registered = register_model(
         model, label, summary["bundle"], data, scores, summary, winner.model_dump(mode="json"),
         str(Path(registry_dir).resolve()), metric=metric, device=winner.device,
+        keep_versions=winner.keep_versions, runs_dir=str(Path(runs_dir).resolve()),
     )  # fmt: skip
     return {
         "model": model, "dataset": label, "trials": len(drawn), "ranked_by": ranked["metric"],

@@ -15,7 +15,7 @@ from typing import Any
 
 from prefect import runtime
 
-from ncflow import registry
+from ncflow import registry, retention
 from ncflow.data.sources import dataset_label
 from ncflow.errors import NcflowError
 from ncflow.fingerprint import fingerprint
@@ -95,16 +95,19 @@ def train_and_register(model: ModelSpec, dataset: str, overrides: dict[str, Any]
     )
     data = prepare(label, raw, paths["data_dir"], split, device=params.device)
     out = str(Path(paths["runs_dir"]) / run_id())  # fixed for the run: a retried training task resumes
-    trained = train_model(
-        model.name, data, out, params.train_config(), params.processes, key, **params.node_settings()
-    )
-    scores = evaluate_model(
-        model.name, trained["bundle"], data, params.device, expected=trained, metric=metric
-    )
-    registered = register_model(
-        model.name, label, trained["bundle"], data, scores, trained, params.model_dump(mode="json"),
-        paths["registry_dir"], metric=metric, device=params.device, fingerprint=run,
-    )  # fmt: skip
+    with retention.running(Path(out)) as folder:  # no pruner takes the folder until its outcome is written
+        trained = train_model(
+            model.name, data, out, params.train_config(), params.processes, key, **params.node_settings()
+        )
+        scores = evaluate_model(
+            model.name, trained["bundle"], data, params.device, expected=trained, metric=metric
+        )
+        registered = register_model(
+            model.name, label, trained["bundle"], data, scores, trained, params.model_dump(mode="json"),
+            paths["registry_dir"], metric=metric, device=params.device, fingerprint=run,
+            keep_versions=params.keep_versions, runs_dir=paths["runs_dir"],
+        )  # fmt: skip
+        folder.outcome = {"state": "registered", "model": model.name, "version": registered["version"]}
 
     flow_seconds = time.perf_counter() - started
     overhead = flow_seconds - trained["wall_seconds"]

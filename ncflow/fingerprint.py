@@ -18,6 +18,7 @@ NOT_SETTINGS = (
     "data_dir",
     "runs_dir",
     "registry_dir",
+    "keep_versions",
     "force",
     "scheduler",
     "rendezvous_timeout",

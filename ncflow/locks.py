@@ -31,16 +31,35 @@ def _still_there(fd: int, path: Path) -> bool:
 @contextlib.contextmanager
 def exclusive(output: Path) -> Iterator[None]:
     """Hold the lock of `output` (a file or folder that may not exist yet) for the block."""
+    with _held(output, wait=True):
+        yield
+
+
+@contextlib.contextmanager
+def try_exclusive(output: Path) -> Iterator[bool]:
+    """Hold the lock of `output` for the block if nobody holds it now (True), else do not wait (False):
+    the pruner's question "is a run still using this folder?" (ncflow/retention.py)."""
+    with _held(output, wait=False) as got:
+        yield got
+
+
+@contextlib.contextmanager
+def _held(output: Path, wait: bool) -> Iterator[bool]:
     path = lock_path(output)
     path.parent.mkdir(parents=True, exist_ok=True)
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        fcntl.flock(fd, fcntl.LOCK_EX)  # blocks while another process (or thread) holds it
+        try:  # blocks (or, without wait, gives up) while another process (or thread) holds it
+            fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            yield False
+            return
         if _still_there(fd, path):
             break
         os.close(fd)  # the previous holder removed it: lock the path's new file
     try:
-        yield
+        yield True
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)

@@ -3,12 +3,15 @@
     registry/<model>/<dataset>/
       v1/ v2/ ...          a bundle's files + registration.json + MODEL_CARD.md, read-only once written
       champion.json        {"version": 2, ...}: replaced atomically, moves only to a better model
-      .lock                flock'ed around version numbering and champion moves
+      pruned.json          {"3": {...}}: the versions keep_versions removed (ncflow/retention.py), and when
+      .lock                flock'ed around version numbering, champion moves and pruning
 
 A version appears by renaming a complete staging folder, so readers never see half of one. The
 champion moves only when the newcomer's score on the same test set is strictly better; when the
 champion was scored on another test set, `rescore` scores it on the newcomer's (or, without one,
 nothing moves): scheduled retraining never silently replaces a better model.
+A process reading a version (or registering it) holds a shared flock on its folder (`in_use`): the
+pruner removes only versions nobody holds, by renaming them out of sight first.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from ncflow.errors import NcflowError
 CHAMPION = "champion.json"
 RECORD = "registration.json"
 CARD = "MODEL_CARD.md"
+PRUNED = "pruned.json"
 
 
 @dataclass(frozen=True)
@@ -73,7 +77,13 @@ def versions(root: Path, model: str, dataset: str) -> list[Entry]:
     numbers = sorted(
         int(p.name[1:]) for p in folder.glob("v*") if p.name[1:].isdigit() and (p / RECORD).is_file()
     )
-    return [read_entry(folder / f"v{n}") for n in numbers]
+    found = []
+    for n in numbers:
+        try:
+            found.append(read_entry(folder / f"v{n}"))
+        except FileNotFoundError:  # pruned since the listing (ncflow/retention.py)
+            continue
+    return found
 
 
 def read_entry(path: Path) -> Entry:
@@ -111,8 +121,44 @@ def resolve(root: Path, model: str, dataset: str, version: str = "champion") -> 
         return found[-1].path
     path = folder / f"v{version.removeprefix('v')}"
     if not (path / RECORD).is_file():
-        raise NcflowError(f"{model} {dataset} has no version {path.name} in {Path(root)}")
+        raise NcflowError(missing(root, model, dataset, path.name))
     return path
+
+
+def missing(root: Path, model: str, dataset: str, name: str) -> str:
+    """Why version `name` (v3) is not there: pruned by keep_versions (when, what is left), or never was."""
+    folder = model_dir(root, model, dataset)
+    pruned = folder / PRUNED
+    gone = json.loads(pruned.read_text()).get(name.removeprefix("v")) if pruned.is_file() else None
+    if gone is None:
+        return f"{model} {dataset} has no version {name} in {Path(root)}"
+    left = ", ".join(f"v{e.version}" for e in versions(root, model, dataset)) or "none"
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(gone["pruned_at"]))
+    return (
+        f"{model} {dataset} {name} was pruned on {when} (keep_versions={gone['keep_versions']} keeps the "
+        f"champion, the best and the newest); registered now: {left}"
+    )
+
+
+@contextlib.contextmanager
+def in_use(path: Path) -> Iterator[Path]:
+    """Hold a shared lock on version folder `path` while reading it: the pruner leaves it alone.
+    NcflowError if it was pruned before the lock was taken."""
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except FileNotFoundError:
+        fd = None
+    try:
+        if fd is not None:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+        if fd is None or not (path / RECORD).is_file():  # renamed away while we waited
+            root, (model, dataset) = path.parents[2], path.parts[-3:-1]
+            raise NcflowError(missing(root, model, dataset, path.name))
+        yield path
+    finally:
+        if fd is not None:
+            os.close(fd)
 
 
 def register(
@@ -128,6 +174,7 @@ def register(
     rescore: Callable[[Path], float] | None = None,
     compare: Callable[[Path], Any] | None = None,
     card: Callable[[Registration], str] | None = None,
+    hold: contextlib.ExitStack | None = None,
 ) -> Registration:
     """Copy `bundle` in as the next version; make it champion if its `metric` beats the champion's.
 
@@ -136,7 +183,9 @@ def register(
     held-out data that neither trained on (models/<model>/compare.py: a result with `metric`,
     `challenger`, `champion`, `users`, `describe()` and `as_record()`); without it, `rescore(champion
     path)` scores the champion alone on this test set.
-    `card(registration)` writes MODEL_CARD.md into the version before it appears.
+    `card(registration)` writes MODEL_CARD.md into the version before it appears. With `hold`, the new
+    version is in use (`in_use`) from before it appears until `hold` closes: no pruner removes it while
+    its registration is still being reported and compared across families.
     """
     folder = model_dir(root, model, dataset)
     folder.mkdir(parents=True, exist_ok=True)
@@ -170,6 +219,10 @@ def register(
             if card is not None:
                 (staging / CARD).write_text(card(result))
             _make_read_only(staging)
+            if hold is not None:  # the lock is the folder's inode's: it stays through the rename
+                fd = os.open(staging, os.O_RDONLY | os.O_DIRECTORY)
+                hold.callback(os.close, fd)
+                fcntl.flock(fd, fcntl.LOCK_SH)
             staging.rename(entry.path)
             if promoted:
                 _write_alias(

@@ -6,10 +6,14 @@ Artifacts: `<model>-<dataset>-model-card` (markdown), `<model>-<dataset>-metrics
 decision and why, then this model against the previous champion), `<model>-<dataset>-bundle` (a link
 to the registered folder, its path in the text: a browser will not open file:// links from the UI),
 `best-<dataset>-comparison` (markdown: the `best` decision and every family's champion on this data).
+
+Then the registry is pruned to the champion, the best and the newest `keep_versions`, and `runs_dir` to
+the folders of runs still going or still referred to (ncflow/retention.py); one log line says what went.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 from pathlib import Path
@@ -19,7 +23,7 @@ from prefect import task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from ncflow import best, registry
+from ncflow import best, registry, retention
 from ncflow.best_compare import compare_across
 from ncflow.data.preprocess import read_manifest
 from ncflow.model_card import baseline_verdicts, comparison, decision, model_card
@@ -51,6 +55,34 @@ def register_model(
     metric: str | None = None,
     device: str = "cpu",
     fingerprint: dict[str, str] | None = None,
+    keep_versions: int = 5,
+    runs_dir: str | None = None,
+) -> dict[str, Any]:
+    """`register` (below), then prune the registry to the champion, the best and the newest
+    `keep_versions`, and `runs_dir` (None: left alone) to the folders of runs going on or referred to."""
+    with contextlib.ExitStack() as hold:  # the new version is in use until reported: no pruner takes it
+        result = register(
+            model, dataset, bundle, data_dir, metrics, training, params, registry_dir, metric, device,
+            fingerprint, hold=hold,
+        )  # fmt: skip
+    pruned = retention.prune(Path(registry_dir), model, dataset, keep_versions, runs_dir and Path(runs_dir))
+    run_logger().info("%s %s: %s", model, dataset, pruned.line())
+    return {**result, "pruned": pruned.versions, "pruned_runs": pruned.runs}
+
+
+def register(
+    model: str,
+    dataset: str,
+    bundle: str,
+    data_dir: str,
+    metrics: dict[str, Any],
+    training: dict[str, Any],
+    params: dict[str, Any],
+    registry_dir: str,
+    metric: str | None = None,
+    device: str = "cpu",
+    fingerprint: dict[str, str] | None = None,
+    hold: contextlib.ExitStack | None = None,
 ) -> dict[str, Any]:
     """Register `bundle` (scored `metrics` on `data_dir`'s test set); return version, path, promotion.
 
@@ -77,7 +109,7 @@ def register_model(
     reg = registry.register(
         Path(registry_dir), model, dataset, Path(bundle), metrics=metrics, test_set=test_set, metric=metric,
         extra=extra, card=card, rescore=lambda path: score_bundle(model, path, data_dir, device)[metric],
-        compare=fair_comparison(model, bundle, data_dir, device),
+        compare=fair_comparison(model, bundle, data_dir, device), hold=hold,
     )  # fmt: skip
     log.info("registered %s %s v%d at %s: %s", model, dataset, reg.entry.version, reg.entry.path, reg.reason)
 

@@ -79,6 +79,7 @@ def check_who(model: str, args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> None:
     from models.common.ids import as_id
+    from ncflow import registry
     from ncflow.data.sources import dataset_label
     from ncflow.specs import spec
 
@@ -94,7 +95,8 @@ def run(args: argparse.Namespace) -> None:
     model, path = resolve_model(registry_dir, args.model, dataset, args.version)
     check_who(model, args)
     bundles = importlib.import_module(f"models.{spec(model).package}.bundle")
-    bundle = bundles.load_bundle(path)
+    with registry.in_use(path):  # no pruner (ncflow/retention.py) removes it while it loads
+        bundle = bundles.load_bundle(path)
     if args.user is not None:  # a known user: NCF or EASE (check_who refused the rest)
         user = as_id(args.user, bundle.user_index)
         try:
