@@ -29,7 +29,15 @@ def check_source(
             window_rows = in_window(raw_log.table, raw_log, config.since, config.until).num_rows
         except NcflowError as err:
             window_check = Check("time window", False, str(err))
-    report = check_log(dataset, raw_log, snapshot, previous, limits, window_rows=window_rows)
+    report = check_log(
+        dataset,
+        raw_log,
+        snapshot,
+        previous,
+        limits,
+        window_rows=window_rows,
+        window=(config.since, config.until),
+    )
     if window_check is not None:
         report.checks.append(window_check)
     return report
