@@ -83,7 +83,7 @@ def volume_svg(daily: list[tuple[dt.date, int]], failing: dict[dt.date, list[str
     if any(fails for _, _, fails in bars):
         legend = "fails a check"
         parts.append(
-            f'<rect x="{WIDTH - MARGIN["right"] - CHAR_W * len(legend) - 14:.1f}" y="9" width="10" height="10" '
+            f'<rect x="{WIDTH - MARGIN["right"] - 0.5 * FONT * len(legend) - 14:.1f}" y="9" width="10" height="10" '
             f'fill="{FAILED}"/><text x="{WIDTH - MARGIN["right"]}" y="18" text-anchor="end">{legend}</text>'
         )
     for t, label in zip(ticks, labels):
