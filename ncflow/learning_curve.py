@@ -8,6 +8,10 @@ card. The SVG draws its own white background, so it reads the same on the UI's d
 
 Two panels side by side, because loss and the ranking metrics live on different scales: the loss on
 the left, the metrics (and optional dashed reference lines, e.g. the previous champion) on the right.
+Each reference names the metric it measures and is drawn only on that metric's own axis: a reference
+whose metric is not drawn per epoch (the champion's full-ranking HR@10 beside a sampled HR@10 curve,
+about 5-10x smaller) gets a panel of its own, so no value is ever read against another metric's scale.
+Every panel's y axis is titled with the metrics it carries.
 Missing or non-finite values (NaN, inf) are skipped: the line breaks there instead of diving to zero.
 """
 
@@ -16,14 +20,35 @@ from __future__ import annotations
 import base64
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 from xml.sax.saxutils import escape
 
 COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")  # colour-blind-safe enough
 LOSS_COLOUR = "#444444"
-PANEL_W, PANEL_H = 420, 260  # one panel, in SVG units; the image is two panels wide
-MARGIN = {"left": 58, "right": 16, "top": 34, "bottom": 44}
+PANEL_W, PANEL_H = 420, 260  # one panel, in SVG units; two wide, more for references of other metrics
+MARGIN = {"left": 72, "right": 16, "top": 34, "bottom": 44}
 DOTS_UP_TO = 60  # epochs; beyond, the line alone (VAE-CF runs 200 epochs: keeps the artifact small)
+LABEL_GAP = 13  # SVG units between two reference labels (font-size 12): close values stay readable
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A dashed horizontal line: `value` of `metric` scored by `label` (e.g. "champion v1"). It is drawn
+    on `metric`'s own axis and its text names the metric, so it cannot be read against another scale."""
+
+    label: str
+    metric: str
+    value: float
+
+    @property
+    def text(self) -> str:
+        return f"{self.label} {self.metric.upper()} {_value(self.value)}"
+
+
+def scale(metric: str) -> str:
+    """The axis a metric is read on: a validation score shares its test metric's (same protocol)."""
+    return metric.lower().removeprefix("valid_")
 
 
 def learning_curve_svg(
@@ -31,11 +56,12 @@ def learning_curve_svg(
     metrics: Sequence[str],
     *,
     loss: str = "loss",
-    references: Mapping[str, float] | None = None,
+    references: Sequence[Reference] = (),
     title: str = "",
 ) -> str:
     """An SVG document: `loss` per epoch (left) and each of `metrics` per epoch (right, labelled in
-    upper case); `references` are dashed horizontal lines on the metrics panel (label -> value)."""
+    upper case); `references` are dashed horizontal lines on their metric's axis: the metrics panel
+    when the curve draws that metric, else one more panel per metric, after training (no epochs)."""
     epochs = [_number(h.get("epoch")) for h in history]
     x_values = [e for e in epochs if e is not None]
     x_range = (min(x_values, default=0.0), max(x_values, default=0.0))
@@ -44,20 +70,29 @@ def learning_curve_svg(
         (name.upper(), COLOURS[i % len(COLOURS)], _points(history, epochs, name))
         for i, name in enumerate(metrics)
     ]
-    refs = [(label, float(v)) for label, v in (references or {}).items() if _number(v) is not None]
+    drawn = {scale(m) for m in metrics}
+    refs = [r for r in references if _number(r.value) is not None]
+    on_curve = [r for r in refs if scale(r.metric) in drawn]
+    others = list(dict.fromkeys(scale(r.metric) for r in refs if scale(r.metric) not in drawn))
+    width = PANEL_W * (2 + len(others))
     height = PANEL_H + (24 if title else 0)
     top = 24 if title else 0
     parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{2 * PANEL_W}" height="{height}" '
-        f'viewBox="0 0 {2 * PANEL_W} {height}" font-family="Helvetica, Arial, sans-serif" font-size="12">',
-        f'<rect width="{2 * PANEL_W}" height="{height}" fill="#ffffff" rx="6"/>',
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" font-family="Helvetica, Arial, sans-serif" font-size="12">',
+        f'<rect width="{width}" height="{height}" fill="#ffffff" rx="6"/>',
     ]
     if title:
         parts.append(
-            f'<text x="{PANEL_W}" y="18" text-anchor="middle" font-size="14" fill="#222">{escape(title)}</text>'
+            f'<text x="{width / 2}" y="18" text-anchor="middle" font-size="14" fill="#222">{escape(title)}</text>'
         )
     parts += _panel(0, top, "loss", x_range, loss_series, [])
-    parts += _panel(PANEL_W, top, "metrics", x_range, metric_series, refs)
+    parts += _panel(
+        PANEL_W, top, ", ".join(m.upper() for m in metrics) or "metrics", x_range, metric_series, on_curve
+    )
+    for i, metric in enumerate(others):
+        mine = [r for r in refs if scale(r.metric) == metric]
+        parts += _panel(PANEL_W * (2 + i), top, metric.upper(), None, [], mine)
     parts.append("</svg>")
     return "\n".join(parts)
 
@@ -72,11 +107,12 @@ def learning_curve_markdown(
     history: Sequence[Mapping[str, Any]],
     metrics: Sequence[str],
     *,
-    references: Mapping[str, float] | None = None,
+    references: Sequence[Reference] = (),
     title: str = "",
 ) -> str:
     """The curve as one markdown image line (alt text: what it shows)."""
     alt = "learning curve: loss and " + ", ".join(m.upper() for m in metrics) + " per epoch"
+    alt += "".join(f"; {r.text}" for r in references if _number(r.value) is not None)
     return svg_markdown_image(learning_curve_svg(history, metrics, references=references, title=title), alt)
 
 
@@ -137,26 +173,35 @@ def _value(value: float) -> str:
 def _panel(
     x0: float,
     y0: float,
-    title: str,
-    x_range: tuple[float, float],
+    axis: str,
+    x_range: tuple[float, float] | None,
     series: list[tuple[str, str, list[tuple[float, float] | None]]],
-    refs: list[tuple[str, float]],
+    refs: list[Reference],
 ) -> list[str]:
-    """One panel's SVG elements: frame, ticks, a line and dots per series, dashed references, legend."""
+    """One panel's SVG elements: frame, a y axis titled `axis`, ticks, a line and dots per series,
+    dashed references, legend. Without `x_range` the panel has no epochs: references alone, after
+    training."""
     left, top = x0 + MARGIN["left"], y0 + MARGIN["top"]
     width = PANEL_W - MARGIN["left"] - MARGIN["right"]
     height = PANEL_H - MARGIN["top"] - MARGIN["bottom"]
-    values = [p[1] for _, _, points in series for p in points if p] + [v for _, v in refs]
-    out = [f'<rect x="{left}" y="{top}" width="{width}" height="{height}" fill="none" stroke="#bbb"/>']
+    values = [p[1] for _, _, points in series for p in points if p] + [r.value for r in refs]
+    middle = top + height / 2
+    if 7 * len(axis) > height:  # about 7 units per character: too long to stand beside the plot
+        axis = "metrics (legend above)"
+    out = [
+        f'<rect x="{left}" y="{top}" width="{width}" height="{height}" fill="none" stroke="#bbb"/>',
+        f'<text x="{x0 + 14}" y="{middle}" text-anchor="middle" fill="#555" '
+        f'transform="rotate(-90 {x0 + 14} {middle})">{escape(axis)}</text>',
+    ]
     if not values:
         out.append(
-            f'<text x="{left + width / 2}" y="{top + height / 2}" text-anchor="middle" fill="#888">'
-            f"no {title} values yet</text>"
+            f'<text x="{left + width / 2}" y="{middle}" text-anchor="middle" fill="#888">'
+            f"no {escape(axis)} values yet</text>"
         )
         return out
     y_ticks = _y_ticks(values)
     y_lo, y_hi = y_ticks[0], y_ticks[-1]
-    x_lo, x_hi = x_range
+    x_lo, x_hi = x_range or (0.0, 0.0)
     if x_hi - x_lo < 1e-12:  # one epoch: put it in the middle
         x_lo, x_hi = x_lo - 1, x_hi + 1
 
@@ -169,17 +214,19 @@ def _panel(
     for t in y_ticks:
         out.append(f'<line x1="{left}" x2="{left + width}" y1="{sy(t)}" y2="{sy(t)}" stroke="#eee"/>')
         out.append(f'<text x="{left - 6}" y="{sy(t) + 4}" text-anchor="end" fill="#555">{_label(t)}</text>')
-    for t in _x_ticks(x_range):
+    for t in _x_ticks(x_range) if x_range else []:
         out.append(f'<text x="{sx(t)}" y="{top + height + 16}" text-anchor="middle" fill="#555">{t:g}</text>')
     out.append(
-        f'<text x="{left + width / 2}" y="{top + height + 34}" text-anchor="middle" fill="#555">epoch</text>'
+        f'<text x="{left + width / 2}" y="{top + height + 34}" text-anchor="middle" fill="#555">'
+        f"{'epoch' if x_range else 'after training'}</text>"
     )
-    for label, value in refs:
+    ordered = sorted(refs, key=lambda r: -r.value)  # top of the plot first
+    label_ys = _spread([sy(r.value) - 4 for r in ordered], top + 12, top + height - 2)
+    for ref, label_y in zip(ordered, label_ys):
         out.append(
-            f'<line x1="{left}" x2="{left + width}" y1="{sy(value)}" y2="{sy(value)}" stroke="#888" '
+            f'<line x1="{left}" x2="{left + width}" y1="{sy(ref.value)}" y2="{sy(ref.value)}" stroke="#888" '
             f'stroke-dasharray="5,4"/>'
-            f'<text x="{left + width - 4}" y="{sy(value) - 4}" text-anchor="end" fill="#666">'
-            f"{escape(label)} {_value(value)}</text>"
+            f'<text x="{left + width - 4}" y="{label_y}" text-anchor="end" fill="#666">{escape(ref.text)}</text>'
         )
     legend_x = left  # the legend sits above the plot, so it never hides a line
     for label, colour, points in series:
@@ -197,6 +244,17 @@ def _panel(
         )
         legend_x += 14 + 7 * len(text) + 14  # about 7 units per character at font-size 12
     return out
+
+
+def _spread(ys: list[float], lo: float, hi: float) -> list[float]:
+    """`ys` (ascending) moved apart by at least LABEL_GAP, kept within [lo, hi] where they fit."""
+    out: list[float] = []
+    for y in ys:
+        out.append(max(y, lo, out[-1] + LABEL_GAP if out else lo))
+    overflow = (out[-1] - hi) if out else 0
+    if overflow > 0:  # pushed past the bottom: lift them all, never above the top
+        out = [max(lo, y - overflow) for y in out]
+    return [round(y, 2) for y in out]
 
 
 def _runs(points: list[tuple[float, float] | None]) -> list[list[tuple[float, float]]]:

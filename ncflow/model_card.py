@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from ncflow.learning_curve import learning_curve_markdown
+from ncflow.learning_curve import Reference, learning_curve_markdown, scale
 from ncflow.registry import Registration
 
 BASELINES = (("popularity", "item popularity"), ("ease", "EASE"))  # the evaluations' key prefixes
@@ -51,7 +51,7 @@ def model_card(
         "",
         "## Learning curve",
         "",
-        learning_curve_markdown(history, curve, references=_references(reg, metrics)),
+        learning_curve_markdown(history, curve, references=_references(reg, metrics, curve)),
         "",
         "| epoch | loss | " + " | ".join(m.upper() for m in curve) + f" | {throughput[1]} |",
         "|---|---|" + "---|" * len(curve) + "---|",
@@ -206,16 +206,23 @@ def _pairs(params: dict[str, Any]) -> list[str]:
     ]
 
 
-def _references(reg: Registration, metrics: tuple[str, ...]) -> dict[str, float]:
-    """Dashed lines on the curve: the score to beat (the champion's, on this test set) and what item
-    popularity and EASE score."""
-    metric, refs = reg.entry.record["metric"], {}
+def _references(reg: Registration, metrics: tuple[str, ...], curve: tuple[str, ...]) -> list[Reference]:
+    """Dashed lines on the curve, each on its own metric's axis: the score to beat (the champion's, on
+    this test set, in the metric that decided) and what item popularity and EASE score. When the
+    deciding metric is not drawn per epoch (NCF's fair comparison decides on full-ranking HR@10),
+    this model's score in it stands beside the champion's, so that panel compares like with like."""
+    entry, refs = reg.entry, []
+    metric = entry.record["metric"]
     if reg.previous is not None and reg.previous_score is not None:
-        refs[f"champion v{reg.previous.version} {metric.upper()}"] = float(reg.previous_score)
+        refs.append(Reference(f"champion v{reg.previous.version}", metric, float(reg.previous_score)))
+        fair = entry.record.get("comparison")
+        mine = fair["challenger"] if fair else entry.metrics.get(metric)
+        if scale(metric) not in {scale(m) for m in curve} and _number(mine):
+            refs.append(Reference(f"this model v{entry.version}", metric, float(mine)))
     for name in metrics[:1]:
         for prefix, label in BASELINES:
-            if isinstance(reg.entry.metrics.get(f"{prefix}_{name}"), int | float):
-                refs[f"{label.split()[-1]} {name.upper()}"] = float(reg.entry.metrics[f"{prefix}_{name}"])
+            if _number(entry.metrics.get(f"{prefix}_{name}")):
+                refs.append(Reference(label.split()[-1], name, float(entry.metrics[f"{prefix}_{name}"])))
     return refs
 
 

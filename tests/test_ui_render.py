@@ -3,7 +3,8 @@ ncflow.learning_curve, and headless chromium (bench/cdp.py) reading the rendered
 
 Marked `ui` and skipped without chromium (CI has none; `bash bench/ui_check.sh` installs it). It
 guards the one assumption the picture rests on: that the UI's markdown renderer shows a base64
-`data:image/svg+xml` image (it drops inline <svg>), which a Prefect upgrade could change.
+`data:image/svg+xml` image (it drops inline <svg>), which a Prefect upgrade could change; and, with
+the browser's own fonts, that no label of the learning curve or the data report is cut at an edge.
 """
 
 from __future__ import annotations
@@ -145,3 +146,45 @@ def test_the_ui_shows_the_baseline_rows_of_a_model_card(server):
         text = browser.evaluate("document.body.innerText")
     assert "item popularity" in cells and "EASE (lambda 200)" in cells, cells
     assert "A baseline beats this model: EASE (lambda 200)" in text
+
+
+MEASURE = """[...document.querySelectorAll('text')].map(t => {
+  const svg = document.documentElement.getBoundingClientRect(), r = t.getBoundingClientRect();
+  return [t.textContent, r.left - svg.left, r.top - svg.top, r.right - svg.left, r.bottom - svg.top];
+})"""
+
+
+def test_chromium_draws_every_label_of_the_pictures_inside_them(tmp_path):
+    """The real text boxes (the browser's fonts, rotation included), not the tests' estimate: a date
+    label cut at the right edge of the data report is what a person saw."""
+    import datetime as dt
+
+    from ncflow.data.report import volume_svg
+    from ncflow.learning_curve import Reference, learning_curve_svg
+
+    first = dt.date(2026, 3, 1)
+    daily = [(first + dt.timedelta(days=i), 2_500_000 + 1_000 * (i % 9)) for i in range(200)]
+    rows = [
+        {"epoch": e, "loss": 0.6 - 0.03 * e, "hr@10": 0.4 + 0.02 * e, "ndcg@10": 0.2 + 0.01 * e}
+        for e in range(8)
+    ]
+    refs = [Reference("champion v1", "full_hr@10", 0.0712), Reference("this model v2", "full_hr@10", 0.0721)]
+    pictures = {
+        "report.svg": volume_svg(daily, {daily[-1][0]: ["timestamps"]}),
+        "curve.svg": learning_curve_svg(rows, ["hr@10", "ndcg@10"], references=refs, title="ncf / shop v2"),
+    }
+    sys.path.insert(0, str(REPO / "bench"))
+    from cdp import Browser
+
+    with Browser(CHROMIUM, 1400, 600) as browser:
+        for name, svg in pictures.items():
+            (tmp_path / name).write_text(svg)
+            browser.open(
+                (tmp_path / name).as_uri(), "document.querySelectorAll('text').length > 3", settle_s=0.2
+            )
+            width, height = browser.evaluate(
+                "[document.documentElement.viewBox.baseVal.width, document.documentElement.viewBox.baseVal.height]"
+            )
+            boxes = browser.evaluate(MEASURE)
+            outside = [b for b in boxes if b[1] < 0 or b[2] < 0 or b[3] > width or b[4] > height]
+            assert boxes and not outside, (name, outside)

@@ -15,6 +15,10 @@ half-empty export is broken whatever the window. What each one refuses:
 - new users and items: counted against the previous snapshot; refused only when every id is new, or the
   users look like the previous items and the items like the previous users: a changed column mapping
   (user and item columns swapped), not new customers.
+
+The report's picture of daily volume covers the run's whole time window (the whole source without
+one) and marks the days that hold a refused row: a time in the future, a null, an exact repeat when
+repeats were refused. A drop in rows is the whole source's, not a day's: it has no mark.
 """
 
 from __future__ import annotations
@@ -30,7 +34,6 @@ from ncflow.data.interactions import COLUMNS, RawLog, null_count
 from ncflow.data.snapshots import Snapshot
 
 CLOCK_SKEW_S = 86_400  # a time up to a day ahead is a clock, not a bug
-DAYS_SHOWN = 90  # the daily volume picture: the source's last 90 days
 
 
 @dataclass(frozen=True)
@@ -53,7 +56,8 @@ class DataReport:
     snapshot: Snapshot | None  # what this source is now (None: it could not be read)
     previous: Snapshot | None
     window_rows: int | None = None  # rows in the run's time window, when it has one
-    daily: list[tuple[dt.date, int]] = field(default_factory=list)  # (day, rows), the last DAYS_SHOWN days
+    daily: list[tuple[dt.date, int]] = field(default_factory=list)  # (day, rows), each day of the window
+    failing_days: dict[dt.date, list[str]] = field(default_factory=dict)  # day -> checks its rows fail
 
     @property
     def passed(self) -> bool:
@@ -79,8 +83,10 @@ def check_log(
     now: dt.datetime | None = None,
     window_rows: int | None = None,
     drop_null_ids: bool = False,
+    window: tuple[dt.date | None, dt.date | None] = (None, None),
 ) -> DataReport:
-    """Every check on `raw` (whose summary is `snapshot`) against the `previous` accepted snapshot."""
+    """Every check on `raw` (whose summary is `snapshot`) against the `previous` accepted snapshot;
+    `window` is the run's [since, until), drawn whole in the report's daily volume."""
     now = now or dt.datetime.now(dt.UTC)
     table = raw.table
     checks = [
@@ -91,9 +97,12 @@ def check_log(
         row_count_check(snapshot, previous, limits.max_row_drop),
         new_ids_check(snapshot, previous),
     ]
+    tps = raw.ticks_per_second
+    failed = {c.name for c in checks if not c.passed}
     return DataReport(
-        dataset, checks, snapshot, previous, window_rows, daily_volume(table, raw.ticks_per_second)
-    )
+        dataset, checks, snapshot, previous, window_rows, daily_volume(table, tps, *window),
+        failing_days(table, tps, failed, now),
+    )  # fmt: skip
 
 
 def schema_line(table: pa.Table, ticks_per_second: int) -> str:
@@ -183,16 +192,63 @@ def day(ticks: int, ticks_per_second: int) -> dt.date:
     return dt.datetime.fromtimestamp(ticks // ticks_per_second, dt.UTC).date()
 
 
-def daily_volume(table: pa.Table, ticks_per_second: int) -> list[tuple[dt.date, int]]:
-    """Rows per day over the source's last DAYS_SHOWN days (none without a time column)."""
+def _days(ticks: pa.Array | pa.ChunkedArray, ticks_per_second: int) -> np.ndarray:
+    """Days since 1970-01-01 (floored: a time before it falls on a day before it)."""
+    return np.floor_divide(np.asarray(ticks, dtype=np.int64), 86_400 * ticks_per_second)
+
+
+def daily_volume(
+    table: pa.Table, ticks_per_second: int, since: dt.date | None = None, until: dt.date | None = None
+) -> list[tuple[dt.date, int]]:
+    """Rows per day, every day from `since` (else the first day after 1970-01-01 with rows) to the day
+    before `until` (else the last day with rows, future ones included): the window a run trains on,
+    empty days and all (none without a time column)."""
     if not ticks_per_second or table.num_rows == 0:
         return []
-    ticks = table.column("timestamp").drop_null()
-    if len(ticks) == 0:
+    days = _days(table.column("timestamp").drop_null(), ticks_per_second)
+    days = days[days > 0]  # at or before 1970-01-01 is a default value, not a day (the timestamps check)
+    epoch = dt.date(1970, 1, 1)
+    first = (since - epoch).days if since else (int(days.min()) if len(days) else None)
+    last = (until - epoch).days - 1 if until else (int(days.max()) if len(days) else None)
+    if first is None or last is None or last < first:
         return []
-    days = np.asarray(pc.divide(ticks, 86_400 * ticks_per_second).to_numpy()).astype(np.int64)
-    last = int(days.max())
-    recent = days[days > last - DAYS_SHOWN] - (last - DAYS_SHOWN + 1)
-    counts = np.bincount(recent, minlength=DAYS_SHOWN)
-    start = dt.date(1970, 1, 1) + dt.timedelta(days=last - DAYS_SHOWN + 1)
-    return [(start + dt.timedelta(days=i), int(n)) for i, n in enumerate(counts)]
+    counts = np.bincount(days[(days >= first) & (days <= last)] - first, minlength=last - first + 1)
+    return [(epoch + dt.timedelta(days=first + i), int(n)) for i, n in enumerate(counts)]
+
+
+def failing_days(
+    table: pa.Table, ticks_per_second: int, failed: set[str], now: dt.datetime
+) -> dict[dt.date, list[str]]:
+    """The days holding a row that a failed check refused, with those checks' names: a time in the
+    future (timestamps; times at or before 1970-01-01 fall on their own day), a null (nulls), an exact
+    repeat (duplicate rows). The row count check fails the whole source, never a day."""
+    if not ticks_per_second or table.num_rows == 0:
+        return {}
+    ticks = table.column("timestamp")
+    refused: list[tuple[str, pa.ChunkedArray]] = []
+    if "timestamps" in failed:
+        limit = (int(now.timestamp()) + CLOCK_SKEW_S) * ticks_per_second
+        refused.append(
+            ("timestamps", ticks.filter(pc.or_(pc.greater(ticks, limit), pc.less_equal(ticks, 0))))
+        )
+    if "nulls" in failed:
+        empty = [pc.is_null(table.column(name)) for name in COLUMNS if name != "timestamp"]
+        empty += [
+            pc.equal(table.column(name), "")
+            for name in ("user", "item")
+            if pa.types.is_string(table.column(name).type)
+        ]
+        any_empty = empty[0]
+        for mask in empty[1:]:
+            any_empty = pc.or_kleene(any_empty, mask)
+        refused.append(("nulls", ticks.filter(pc.fill_null(any_empty, False))))
+    if "duplicate rows" in failed:
+        groups = table.group_by(list(COLUMNS)).aggregate([([], "count_all")])
+        refused.append(
+            ("duplicate rows", groups.filter(pc.greater(groups["count_all"], 1)).column("timestamp"))
+        )
+    out: dict[dt.date, list[str]] = {}
+    for name, when in refused:
+        for d in np.unique(_days(when.drop_null(), ticks_per_second)):
+            out.setdefault(dt.date(1970, 1, 1) + dt.timedelta(days=int(d)), []).append(name)
+    return dict(sorted(out.items()))

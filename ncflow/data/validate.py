@@ -23,7 +23,7 @@ def check_source(
     except NcflowError as err:
         return unreadable(dataset, str(err), previous)
     snapshot = snapshots.summarize(dataset, raw_log, md5)
-    extra, window_rows = [], None
+    extra, window_rows, drawn = [], None, (config.since, config.until)
     try:
         kept, null_ids, rated_below = drop_rows(raw_log, config)
     except NcflowError as err:  # every row dropped
@@ -36,6 +36,7 @@ def check_source(
         except NcflowError as err:
             extra.append(Check("time window", False, str(err)))
         else:
+            drawn = (window.since, window.until)  # the picture follows the window actually used
             if window.description:
                 window_rows = len(kept)
                 extra.append(Check("time window", True, f"{window.description}: {window_rows:,} rows"))
@@ -47,6 +48,7 @@ def check_source(
         limits,
         window_rows=window_rows,
         drop_null_ids=config.drop_null_ids,
+        window=drawn,
     )
     report.checks.extend(extra)
     return report
