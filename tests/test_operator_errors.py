@@ -91,3 +91,18 @@ def test_an_ncflow_error_loses_its_traceback_and_any_other_exception_keeps_it(pr
     crashed_logs = asyncio.run(logs_of(crashed.state_details.flow_run_id))
     assert "the input is wrong: say so in one line" in refused_logs and TRACEBACK not in refused_logs
     assert crashed_logs.count(TRACEBACK) >= 2 and 'raise ZeroDivisionError("a bug' in crashed_logs
+
+
+def test_a_misspelt_file_is_called_a_missing_file(tmp_path, monkeypatch, capsys):
+    from ncflow.cli import main as cli
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "events.csv").write_text("customer,sku\n")
+    for dataset, said in [
+        ("evnts.csv", f"no such file: evnts.csv (from {tmp_path})"),
+        (f"{tmp_path}/lake/", f"no such file or folder: {tmp_path}/lake/"),
+    ]:
+        assert cli(["train", "ncf", "--dataset", dataset, "--item-col", "sku"]) == 2
+        assert capsys.readouterr().err.strip() == f"ncflow: error: {said}"
+        assert cli(["data", dataset, "--item-col", "sku"]) == 2
+        assert capsys.readouterr().err.strip() == f"ncflow: error: {said}"
