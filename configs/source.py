@@ -12,7 +12,6 @@ from pydantic import Field, field_validator, model_validator
 from configs import Columns, Strict
 from ncflow.data import postgres
 from ncflow.data.checks import CheckLimits
-from ncflow.errors import NcflowError
 
 
 class SourceParams(Strict):
@@ -74,7 +73,7 @@ class SourceParams(Strict):
     @classmethod
     def _known_dataset(cls, value: str) -> str:
         from ncflow.data.log_files import is_pattern, log_files
-        from ncflow.data.sources import is_named, known_datasets
+        from ncflow.data.sources import is_named, known_datasets, unknown_dataset
 
         if value in known_datasets() or (not is_named(value) and Path(value).exists()):
             return value
@@ -84,10 +83,7 @@ class SourceParams(Strict):
         elif is_pattern(value):
             log_files(value)
             return value
-        raise NcflowError(  # not a ValueError: the message stands alone, without pydantic's framing
-            f"unknown dataset {value!r}: use one of {', '.join(known_datasets())}, the path of a "
-            "CSV/Parquet file, folder or glob, or pg:TABLE"
-        )
+        raise unknown_dataset(value)  # an NcflowError: the message stands alone, without pydantic's framing
 
     @field_validator("connection")
     @classmethod

@@ -14,13 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from prefect import runtime
+from prefect.states import State
 
 from ncflow import registry, retention
 from ncflow.data.sources import dataset_label
 from ncflow.errors import NcflowError
 from ncflow.fingerprint import fingerprint
 from ncflow.specs import ModelSpec
-from tasks._run import artifact_key, run_logger
+from tasks._run import artifact_key, failed, run_logger
 from tasks.check import check_data
 from tasks.data import fetch_raw, preprocess_data, processed_missing, raw_missing
 from tasks.evaluate import evaluate_model
@@ -60,8 +61,16 @@ def unchanged(
     }  # fmt: skip
 
 
-def train_and_register(model: ModelSpec, dataset: str, overrides: dict[str, Any]) -> dict[str, Any]:
-    """Run inside a flow: `model` on `dataset` with `overrides` (None: the dataset's YAML default)."""
+def train_and_register(model: ModelSpec, dataset: str, overrides: dict[str, Any]) -> dict[str, Any] | State:
+    """Run inside a flow: `model` on `dataset` with `overrides` (None: the dataset's YAML default). A
+    refusal (bad input, a failed data check: an NcflowError) ends the run Failed with its one line."""
+    try:
+        return _train_and_register(model, dataset, overrides)
+    except NcflowError as err:
+        return failed(err)
+
+
+def _train_and_register(model: ModelSpec, dataset: str, overrides: dict[str, Any]) -> dict[str, Any]:
     started = time.perf_counter()
     log = run_logger()
     try:

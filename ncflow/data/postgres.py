@@ -12,7 +12,13 @@ rows are sorted by every selected column in the database, so the same data gives
 
 The connection string is never a parameter. `connection` names where to find it, `env:VARIABLE`
 (default `env:NCFLOW_DATABASE_URL`) or `secret:BLOCK` (a Prefect Secret block), and it is kept out of
-every message: errors quote the driver's first line with the string and its password masked.
+every message: errors quote the driver's first line with the string and its password masked, also
+where libpq echoes a malformed string, or a piece of it (an unescaped `@` splits a password).
+
+Failing fast: each connection attempt gives up after CONNECT_TIMEOUT_S (libpq's `connect_timeout`, unless
+the string or PGCONNECT_TIMEOUT sets one). A string that cannot be parsed and a server that cannot be
+reached (refused, timed out, an unknown host) fail at once, not retried: an operator has to act. Only a
+server that answered and then went away (a restart mid-extract) is worth another try.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import os
 import re
 import tempfile
 from pathlib import Path
+from urllib.parse import unquote
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -35,6 +42,8 @@ DEFAULT_CONNECTION = "env:NCFLOW_DATABASE_URL"
 KEEP_SNAPSHOTS = 3  # per dataset: the newest few, so a run that is still reading one keeps it
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)?$")
 CONNECTION = re.compile(r"^(env|secret):[A-Za-z0-9_.-]+$")
+CONNECT_TIMEOUT_S = 10  # libpq waits for ever without one (a host that drops packets)
+SHORTEST_MASKED = 4  # pieces of a password this long or longer are masked wherever they appear
 
 
 def is_postgres(dataset: str) -> bool:
@@ -81,11 +90,51 @@ def resolve_connection(reference: str) -> str:
         ) from None
 
 
+def passwords(url: str) -> list[str]:
+    """The password of a URL (everything between the user's `:` and the last `@`, so an unescaped `@`
+    stays inside it) or of a `key=value` string, as written and percent-decoded, as libpq reads it."""
+    found = re.match(r"^\s*[A-Za-z][A-Za-z0-9+.-]*:/*[^:/@]*:(.*)@", url, re.S)
+    keyword = re.search(r"\bpassword\s*=\s*('(?:[^'\\]|\\.)*'?|\S+)", url)
+    written = [m.group(1).strip("'") for m in (found, keyword) if m and m.group(1)]
+    return sorted({p for w in written for p in (w, unquote(w)) if p}, key=len, reverse=True)
+
+
 def masked(message: str, url: str) -> str:
-    """`message` without the connection string or its password."""
-    message = message.replace(url, "postgresql://***")
-    password = re.match(r"^[a-z+]+://[^:/@]*:([^@]*)@", url)
-    return message.replace(password.group(1), "***") if password and password.group(1) else message
+    """`message` without the connection string or its password, whole or in pieces."""
+    for whole in (url, url.strip()):
+        if whole:
+            message = message.replace(whole, "postgresql://***")
+    for password in passwords(url):
+        message = message.replace(password, "***")
+        message = _mask_pieces(message, password)
+    return message
+
+
+def _mask_pieces(message: str, secret: str) -> str:
+    """Every run of SHORTEST_MASKED or more characters of `message` that is a piece of `secret`."""
+    out, i = [], 0
+    while i < len(message):
+        n = 0
+        while i + n < len(message) and message[i : i + n + 1] in secret:
+            n += 1
+        if n >= min(SHORTEST_MASKED, len(secret)):
+            out.append("***")
+            i += n
+        else:
+            out.append(message[i])
+            i += 1
+    return "".join(out)
+
+
+def with_connect_timeout(url: str) -> str:
+    """`url` with libpq's connect_timeout, unless it or PGCONNECT_TIMEOUT already sets one."""
+    if "connect_timeout" in url or os.environ.get("PGCONNECT_TIMEOUT"):
+        return url
+    if re.match(r"^postgres(ql)?://", url):
+        return f"{url}{'&' if '?' in url else '?'}connect_timeout={CONNECT_TIMEOUT_S}"
+    if "://" not in url and re.match(r"^\s*\w+\s*=", url):  # key=value pairs
+        return f"{url} connect_timeout={CONNECT_TIMEOUT_S}"
+    return url  # malformed: libpq's own error says how, about the string as given
 
 
 def quoted(name: str) -> str:
@@ -100,22 +149,32 @@ def extract_sql(dataset: str, query: str | None, columns: Columns) -> str:
     return f"SELECT {', '.join(names)} FROM {relation} ORDER BY {order}"
 
 
+def transient(err: Exception) -> bool:
+    """Worth another try: the server answered, then went away. Not a string libpq cannot parse, a server
+    it cannot reach (within the connect timeout), a FATAL answer (a wrong password, user or database) or
+    a wrong table, column or query: those fail the same way again, and at once."""
+    import adbc_driver_postgresql.dbapi as adbc
+
+    text = str(err)
+    return isinstance(err, adbc.OperationalError) and "Failed to connect" not in text and "FATAL:" not in text
+
+
 def snapshot(dataset: str, query: str | None, columns: Columns, connection: str, folder: Path) -> Path:
     """Run the extract and write it as `folder/snapshot-<md5>.parquet`; the path."""
     import adbc_driver_postgresql.dbapi as adbc
 
-    url = resolve_connection(connection)
+    url = with_connect_timeout(resolve_connection(connection))
     what = f"query for {dataset}" if query else f"table {table_name(dataset)}"
+    failure = None
     try:
         with adbc.connect(url) as conn, conn.cursor() as cursor:
             cursor.execute(extract_sql(dataset, query, columns))
             table = cursor.fetch_arrow_table()
     except adbc.Error as err:
         message = f"PostgreSQL {what} failed: {masked(first_line(err), url)}"
-        # The server did not answer, or went away: may pass later. A server that answered FATAL (a
-        # wrong password, user or database) and a wrong table, column or query fail the same way again.
-        transient = isinstance(err, adbc.OperationalError) and "FATAL:" not in str(err)
-        raise (TransientError if transient else NcflowError)(message) from None
+        failure = (TransientError if transient(err) else NcflowError)(message)
+    if failure is not None:  # raised here, not in the except block: `from None` only hides the driver's
+        raise failure  # error, which stays the __context__ that Prefect pickles into a failed run's result
     table = table.cast(pa.schema([f.remove_metadata() for f in table.schema]))  # the driver's type notes
     folder.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".snapshot.", suffix=".part", dir=folder)

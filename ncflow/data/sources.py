@@ -8,7 +8,7 @@ from pathlib import Path
 
 from configs import Columns, dataset_registry
 from ncflow.data import postgres
-from ncflow.data.log_files import is_pattern, log_files, partition_root
+from ncflow.data.log_files import FORMATS, is_pattern, log_files, partition_root
 from ncflow.errors import NcflowError
 from ncflow.locks import exclusive
 
@@ -60,7 +60,18 @@ def obtain_raw(
         return Path(path)
     if Path(path).exists():
         return Path(path)
-    raise NcflowError(
+    raise unknown_dataset(path)
+
+
+def unknown_dataset(dataset: str) -> NcflowError:
+    """The error for a dataset that is neither a name nor on disk: a path (a `/` or a file suffix such as
+    `.csv`) is a misspelt file, said as such; anything else, the list of what a dataset can be."""
+    path = Path(dataset)
+    if "/" in dataset or path.suffix.lower() in FORMATS:
+        where = "" if path.is_absolute() else f" (from {Path.cwd()})"
+        kind = "file" if path.suffix else "file or folder"
+        return NcflowError(f"no such {kind}: {dataset}{where}")
+    return NcflowError(
         f"unknown dataset {dataset!r}: use one of {', '.join(known_datasets())}, the path of a CSV/Parquet "
         "file, folder or glob of interactions, or pg:TABLE"
     )
