@@ -38,8 +38,14 @@ class NCFTrainParams(TrainParams):
     # None: the dataset's preset, or without one sized to the data by the trainer
     # (models/common/defaults.py: a batch of at least 50 steps per epoch, its lr and Adam's usual betas).
     # The trainer's own defaults, NVIDIA's 2^20 / 0.0045 / (0.25, 0.5), are configs/ncf/ml-20m.yaml.
-    batch_size: int | None = Field(default=None, ge=2)  # global samples per step, split across processes
-    lr: float | None = Field(default=None, gt=0)
+    batch_size: int | None = Field(
+        default=None,
+        ge=2,
+        description="global samples per step (default: the preset's, else sized to the data)",
+    )  # split across processes
+    lr: float | None = Field(
+        default=None, gt=0, description="Adam's learning rate (default: the preset's, else from the batch)"
+    )
     beta1: float | None = Field(default=None, ge=0, lt=1)
     beta2: float | None = Field(default=None, ge=0, lt=1)
     eps: float = Field(default=1e-8, gt=0)

@@ -38,8 +38,14 @@ class VAECFTrainParams(TrainParams):
     epochs: int = Field(default=200, ge=1)  # every epoch runs: VAE-CF has no early-stopping target
     # None: the dataset's preset, or without one sized to the data by the trainer
     # (models/common/defaults.py). The trainer's own defaults, NVIDIA's, are configs/vaecf/ml-20m.yaml.
-    batch_size: int | None = Field(default=None, ge=1)  # global users per step, split across processes
-    lr: float | None = Field(default=None, gt=0)
+    batch_size: int | None = Field(
+        default=None,
+        ge=1,
+        description="global users per step (default: the preset's, else sized to the data)",
+    )  # split across processes
+    lr: float | None = Field(
+        default=None, gt=0, description="Adam's learning rate (default: the preset's, else from the batch)"
+    )
     beta1: float | None = Field(default=None, ge=0, lt=1)
     beta2: float | None = Field(default=None, ge=0, lt=1)
     eps: float = Field(default=1e-8, gt=0)
