@@ -99,8 +99,11 @@ class TrainParams(SourceParams):
         }
 
     def train_config(self) -> dict[str, Any]:
-        """The trainer's settings (its TrainConfig's field names), device included."""
-        return {name: getattr(self, name) for name in self.TRAIN_FIELDS} | {"device": self.device}
+        """The trainer's settings (its TrainConfig's field names), device included. A None (batch size,
+        lr, betas on a dataset without a preset) is left out: the trainer sizes it to the data, the
+        same rule as run by hand (models/common/defaults.py)."""
+        given = {name: getattr(self, name) for name in self.TRAIN_FIELDS}
+        return {k: v for k, v in given.items() if v is not None} | {"device": self.device}
 
     def preprocess_config(self) -> PreprocessConfig:
         raise NotImplementedError

@@ -93,7 +93,8 @@ def ncf_train(
             the interactions of [cutoff, cutoff + horizon_days): how a retrained model is judged in production)
         cutoff: temporal: the first test day (default: horizon_days before the end of the data)
         horizon_days: temporal: the test window's length in days (default 7)
-        batch_size: global samples (positives + negatives) per step
+        batch_size: global samples (positives + negatives) per step (default: the dataset's preset,
+            else sized to the data, at least 50 steps per epoch, with lr and betas to match)
         architecture: neumf, or mf (GMF alone: a dot product; mlp_layers and dropout unused)
         mlp_layers: MLP layer sizes, the first even
         weight_decay: L2 on every parameter, through Adam

@@ -22,7 +22,7 @@ from prefect import flow
 from prefect_dask import DaskTaskRunner
 
 from configs.sweep import load_space
-from flows.training import check_gpus, run_id
+from flows.training import check_gpus, ran_with, run_id
 from ncflow.data.sources import dataset_label
 from ncflow.specs import spec
 from tasks._run import artifact_key, run_logger
@@ -101,7 +101,7 @@ def sweep(
     log.info("best trial %d (%s %s): %s", best, ranked["metric"], summary.get(ranked["metric"]), drawn[best])
     scores = evaluate_model(model, summary["bundle"], data, winner.device, expected=summary, metric=metric)
     registered = register_model(
-        model, label, summary["bundle"], data, scores, summary, winner.model_dump(mode="json"),
+        model, label, summary["bundle"], data, scores, summary, ran_with(winner, summary),
         str(Path(registry_dir).resolve()), metric=metric, device=winner.device,
         keep_versions=winner.keep_versions, runs_dir=str(Path(runs_dir).resolve()),
     )  # fmt: skip

@@ -46,6 +46,14 @@ def run_id() -> str:
     return str(runtime.flow_run.id or uuid.uuid4())
 
 
+def ran_with(params: Any, trained: dict[str, Any]) -> dict[str, Any]:
+    """The settings to register: `params`, with what the trainer sized to the data (batch, lr, betas
+    left None on a dataset without a preset) filled in from the config it reported."""
+    settings = params.model_dump(mode="json")
+    config = trained.get("config") or {}
+    return settings | {k: config[k] for k, v in settings.items() if v is None and k in config}
+
+
 def unchanged(
     model: ModelSpec, label: str, same: registry.Entry, root: Path, seconds: float
 ) -> dict[str, Any]:
@@ -112,7 +120,7 @@ def _train_and_register(model: ModelSpec, dataset: str, overrides: dict[str, Any
             model.name, trained["bundle"], data, params.device, expected=trained, metric=metric
         )
         registered = register_model(
-            model.name, label, trained["bundle"], data, scores, trained, params.model_dump(mode="json"),
+            model.name, label, trained["bundle"], data, scores, trained, ran_with(params, trained),
             paths["registry_dir"], metric=metric, device=params.device, fingerprint=run,
             keep_versions=params.keep_versions, runs_dir=paths["runs_dir"],
         )  # fmt: skip

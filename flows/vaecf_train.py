@@ -80,7 +80,8 @@ def vae_cf_train(
             CSV/Parquet file, a folder of them with hive partitions, a glob) or pg:TABLE (PostgreSQL)
         gpus: GPUs (torchrun processes); 0 trains on CPUs with cpu_processes processes
         epochs: every one runs (no early stopping); the bundle is the last epoch's model
-        batch_size: global users per step (NVIDIA's ML-20M recipe: 24,576)
+        batch_size: global users per step (default: the dataset's preset, else sized to the data,
+            at least 20 steps per epoch, with lr and betas to match; NVIDIA's ML-20M recipe: 24,576)
         anneal: the KL weight schedule: nvidia (cap 0.1), paper (cap 0.2) or none
         hidden: encoder/decoder hidden units; latent: the latent dimension
         heldout_users: validation and test users each (capped at 10% of the users)

@@ -39,6 +39,8 @@ from tasks.live_artifact import LiveArtifact
 
 # The trainer's `epoch   3  loss 0.4349  HR@10 ...` on stderr; `node 0: ` in front when forwarded from a node.
 TRAINER_EPOCH_LINE = re.compile(r"(node \d+: )?epoch\s+\d+\s+loss\s")
+# A trainer's `warning: ...` (e.g. too few steps per epoch, models/common/defaults.py): logged as a warning.
+TRAINER_WARNING_LINE = re.compile(r"(node \d+: )?warning:")
 DATA_SIZES = (
     "users",
     "items",
@@ -73,10 +75,11 @@ class EpochReporter:
                 for name in DATA_SIZES
                 if isinstance(event.get(name), int)
             )
+            batch = event.get("config", {}).get("batch_size")
             self.log.info(
-                "training %s %s parameters on %s x %s (%s); %s",
+                "training %s %s parameters on %s x %s (%s); %s%s",
                 self.model.name, f"{event.get('parameters', 0):,}", event.get("world_size"), event.get("device"),
-                event.get("precision"), sizes,
+                event.get("precision"), sizes, f", batch size {batch:,}" if isinstance(batch, int) else "",
             )  # fmt: skip
             self.progress_id = artifact(
                 create_progress_artifact, progress=0.0, key=f"{self.key}-progress",
@@ -132,7 +135,9 @@ class EpochReporter:
     def trainer_line(self, line: str) -> None:
         """A line of the trainer's stderr into the task's log, except its per-epoch progress line: the
         epoch is logged once, by `_epoch`, from the event (the same numbers plus the model's note)."""
-        if not TRAINER_EPOCH_LINE.match(line):
+        if TRAINER_WARNING_LINE.match(line):
+            self.log.warning("%s", line)
+        elif not TRAINER_EPOCH_LINE.match(line):
             self.log.info("%s", line)
 
 
@@ -196,6 +201,7 @@ def train_model(
     return {
         **{k: v for k, v in run.done.items() if k != "event"},
         "history": history,
+        "config": reporter.start.get("config", {}),  # what the trainer ran with, data-sized values included
         "wall_seconds": run.wall_seconds,
         "processes": processes * nodes,
         "nodes": nodes,

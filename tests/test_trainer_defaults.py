@@ -1,5 +1,6 @@
 """Standalone trainers take the flows' per-dataset defaults (configs/<model>/<dataset>.yaml), and for a
-dataset without a preset a batch that gives at least 20 steps per epoch, saying so on stderr."""
+dataset without a preset Adam sized to the data (a batch of at least 50 steps per epoch for NCF, 20
+for Mult-VAE, with its lr and betas), saying so on stderr; NCF warns of an epoch of fewer than 50."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 import yaml
 
 from configs import PreprocessConfig
-from models.common.defaults import MIN_STEPS, largest_batch, resolve_defaults
+from models.common.defaults import MIN_STEPS, SIZE_RULES, VAECF_MIN_STEPS, largest_batch, resolve_defaults
 from models.ncf.train import TrainConfig as NCFConfig
 from models.ncf.train import main as ncf_main
 from models.vaecf.train import TrainConfig as VAEConfig
@@ -55,7 +56,7 @@ def test_a_known_dataset_takes_its_preset_and_flags_win(datasets) -> None:
 
 
 def test_largest_batch_gives_enough_steps_and_never_exceeds_the_default() -> None:
-    for units in (40, 1000, 97_499, 10**7):
+    for units in (50, 1000, 97_499, 10**7):
         batch = largest_batch(units, 2**20)
         assert units // batch >= MIN_STEPS and (batch * 2 > units // MIN_STEPS or batch == 2**20)
     assert largest_batch(10**12, 2**20) == 2**20
@@ -68,7 +69,26 @@ def test_ncf_standalone_on_an_unknown_dataset_picks_and_logs_its_batch(datasets,
     start = next(e for e in events(out) if e["event"] == "start")
     assert start["steps_per_epoch"] >= MIN_STEPS, start
     assert start["config"]["batch_size"] < NCFConfig.batch_size
-    assert f"batch size {start['config']['batch_size']}" in err and "my-ratings" in err
+    assert f"batch_size={start['config']['batch_size']}" in err and "my-ratings" in err
+    assert start["config"]["lr"] == SIZE_RULES["ncf"].lr(start["config"]["batch_size"])
+    assert "warning:" not in err
+
+
+def test_ncf_warns_of_an_epoch_of_few_steps_for_a_batch_it_was_given(datasets, tmp_path, capsys) -> None:
+    argv = ["--data", str(datasets["ncf"]), "--out", str(tmp_path / "run"), "--epochs", "1"]
+    assert ncf_main([*argv, "--device", "cpu", "--mlp-layers", "16,8", "--batch-size", "32768"]) == 0
+    out, err = capsys.readouterr()
+    steps = next(e for e in events(out) if e["event"] == "start")["steps_per_epoch"]
+    assert steps < MIN_STEPS and f"warning: an epoch is {steps} step(s) of 32,768 samples" in err
+
+
+def test_the_lr_rule_reproduces_the_presets_it_was_drawn_from() -> None:
+    """The fourth-root rule (models/common/defaults.py) through ml-100k's (2048, 0.001) lands within
+    20% of ml-1m's and ml-20m's tuned learning rates; Mult-VAE's through ml-1m's (500, 0.001)."""
+    for model, dataset in (("ncf", "ml-100k"), ("ncf", "ml-1m"), ("ncf", "ml-20m"), ("vaecf", "ml-1m")):
+        preset = yaml.safe_load((REPO / "configs" / model / f"{dataset}.yaml").read_text())
+        rule = SIZE_RULES[model].lr(preset["batch_size"])
+        assert abs(rule / preset["lr"] - 1) <= 0.2, (model, dataset, rule, preset["lr"])
 
 
 def test_vaecf_standalone_takes_the_synth_tiny_preset(datasets, tmp_path, capsys) -> None:
@@ -86,4 +106,8 @@ def test_vaecf_unknown_dataset_batch_gives_enough_steps(datasets) -> None:
         VAEConfig, "vaecf", datasets["custom-vaecf"], {}, lambda m, cfg: m["counts"]["train_users"]
     )
     users = json.loads((datasets["custom-vaecf"] / "manifest.json").read_text())["counts"]["train_users"]
-    assert users // rest["batch_size"] >= MIN_STEPS and f"batch size {rest['batch_size']}" in note
+    assert users // rest["batch_size"] >= VAECF_MIN_STEPS and f"batch_size={rest['batch_size']}" in note
+    assert rest["lr"] == SIZE_RULES["vaecf"].lr(rest["batch_size"]) and (rest["beta1"], rest["beta2"]) == (
+        0.9,
+        0.999,
+    )

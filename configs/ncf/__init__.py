@@ -35,10 +35,19 @@ class NCFTrainParams(TrainParams):
 
     # Training (TrainConfig's fields; the defaults are NVIDIA's ML-20M recipe)
     epochs: int = Field(default=30, ge=1)  # NVIDIA's cap; training stops earlier at target_hr
-    batch_size: int = Field(default=2**20, ge=2)  # global samples per step, split across processes
-    lr: float = Field(default=0.0045, gt=0)
-    beta1: float = Field(default=0.25, ge=0, lt=1)  # NVIDIA's unusual betas go with the 2^20 batch
-    beta2: float = Field(default=0.5, ge=0, lt=1)
+    # None: the dataset's preset, or without one sized to the data by the trainer
+    # (models/common/defaults.py: a batch of at least 50 steps per epoch, its lr and Adam's usual betas).
+    # The trainer's own defaults, NVIDIA's 2^20 / 0.0045 / (0.25, 0.5), are configs/ncf/ml-20m.yaml.
+    batch_size: int | None = Field(
+        default=None,
+        ge=2,
+        description="global samples per step (default: the preset's, else sized to the data)",
+    )  # split across processes
+    lr: float | None = Field(
+        default=None, gt=0, description="Adam's learning rate (default: the preset's, else from the batch)"
+    )
+    beta1: float | None = Field(default=None, ge=0, lt=1)
+    beta2: float | None = Field(default=None, ge=0, lt=1)
     eps: float = Field(default=1e-8, gt=0)
     weight_decay: float = Field(default=0.0, ge=0)  # L2 through Adam (torch.optim.Adam's); NVIDIA: none
     negatives: int = Field(default=4, ge=1)  # per positive, redrawn every epoch on the device

@@ -36,10 +36,18 @@ class VAECFTrainParams(TrainParams):
 
     # Training (TrainConfig's fields; the defaults are NVIDIA's ML-20M recipe)
     epochs: int = Field(default=200, ge=1)  # every epoch runs: VAE-CF has no early-stopping target
-    batch_size: int = Field(default=24_576, ge=1)  # global users per step, split across processes
-    lr: float = Field(default=0.004, gt=0)
-    beta1: float = Field(default=0.9, ge=0, lt=1)
-    beta2: float = Field(default=0.9, ge=0, lt=1)
+    # None: the dataset's preset, or without one sized to the data by the trainer
+    # (models/common/defaults.py). The trainer's own defaults, NVIDIA's, are configs/vaecf/ml-20m.yaml.
+    batch_size: int | None = Field(
+        default=None,
+        ge=1,
+        description="global users per step (default: the preset's, else sized to the data)",
+    )  # split across processes
+    lr: float | None = Field(
+        default=None, gt=0, description="Adam's learning rate (default: the preset's, else from the batch)"
+    )
+    beta1: float | None = Field(default=None, ge=0, lt=1)
+    beta2: float | None = Field(default=None, ge=0, lt=1)
     eps: float = Field(default=1e-8, gt=0)
     anneal: Literal["nvidia", "paper", "none"] = "nvidia"  # KL weight: nvidia cap 0.1, paper 0.2
     precision: Literal["auto", "fp32", "tf32", "bf16", "fp16"] = "auto"  # auto: bf16 on GPUs, fp32 on CPUs

@@ -44,6 +44,7 @@ from models.common.adam import FusedAdam
 from models.common.background_checkpoint import BackgroundCheckpoint
 from models.common.batching import even_batches
 from models.common.checkpoint import resume
+from models.common.defaults import few_steps
 from models.common.distributed import Dist, all_reduce_sum, sync
 from models.common.entrypoint import exit_now, run_trainer
 from models.common.events import Events, process_age, rate
@@ -331,6 +332,8 @@ def train(cfg: TrainConfig, data_dir: Path, out: Path, d: Dist) -> dict:
         train_positives=len(data.train_user), steps_per_epoch=trainer.steps, device=str(d.device),
         process_s=process_age(), phases=phases,
     )  # fmt: skip
+    if warning := few_steps(trainer.steps, cfg.batch_size, "samples"):
+        events.say(warning)
     warm_start = time.perf_counter()
     trainer.warm_up()
     sync(d.device)

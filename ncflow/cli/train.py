@@ -7,6 +7,7 @@ import argparse
 import inspect
 import json
 import os
+import types
 import typing
 
 from ncflow.errors import NcflowError
@@ -45,6 +46,8 @@ def add_train_flags(parser: argparse.ArgumentParser, params: type) -> None:
         if name == "dataset":
             continue
         flag, kind = "--" + name.replace("_", "-"), field.annotation
+        if isinstance(kind, types.UnionType):  # `int | None` (None: the preset's or the data-sized value)
+            kind = next(arg for arg in typing.get_args(kind) if arg is not type(None))
         options: dict = {
             "default": None,
             "help": (field.description or f"(dataset default; class default {field.default})").replace(
