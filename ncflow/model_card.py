@@ -236,3 +236,9 @@ def _f(value: Any) -> str:
 
 def _s(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds:.1f} s"
+
+
+def best_section(decision: Any) -> str:
+    """The `best` alias's decision (ncflow.best.Decision) in words, for the card shown in the UI."""
+    verdict = "this model is now the best" if decision.moved else "the best stays"
+    return f"## Best across families\n\n{verdict}: {decision.reason}\n"

@@ -26,7 +26,7 @@ from prefect.cache_policies import NO_CACHE
 from ncflow import best, registry, retention
 from ncflow.best_compare import compare_across
 from ncflow.data.preprocess import read_manifest
-from ncflow.model_card import baseline_verdicts, comparison, decision, model_card
+from ncflow.model_card import baseline_verdicts, best_section, comparison, decision, model_card
 from ncflow.specs import spec
 from tasks._run import artifact, artifact_key, run_logger
 from tasks.evaluate import score_bundle
@@ -116,10 +116,6 @@ def register(
     key = artifact_key(model, dataset)
     verdicts = [line + "\n" for line in baseline_verdicts(metrics, (*what.metrics, *what.full_metrics))]
     artifact(
-        create_markdown_artifact, (reg.entry.path / registry.CARD).read_text(), key=f"{key}-model-card",
-        description=f"{model} {dataset} v{reg.entry.version}: {reg.reason}",
-    )  # fmt: skip
-    artifact(
         create_markdown_artifact, "\n".join([decision(reg), "", *verdicts, *comparison(reg, what.metrics), ""]),
         key=f"{key}-metrics", description=f"v{reg.entry.version} against the previous champion: {reg.reason}",
     )  # fmt: skip
@@ -136,6 +132,12 @@ def register(
         ),
     )  # fmt: skip
     log.info("best %s: %s (%s)", dataset, "moved" if across.moved else "stays", across.reason)
+    # The card in the UI ends with the cross-family decision, made after the immutable MODEL_CARD.md.
+    card_text = (reg.entry.path / registry.CARD).read_text().rstrip() + "\n\n" + best_section(across)
+    artifact(
+        create_markdown_artifact, card_text, key=f"{key}-model-card",
+        description=f"{model} {dataset} v{reg.entry.version}: {reg.reason}",
+    )  # fmt: skip
     artifact(
         create_markdown_artifact, across.comparison, key=artifact_key("best", dataset, "comparison"),
         description=f"the best model for {dataset} across families: {across.reason}",
@@ -148,4 +150,5 @@ def register(
         "champion": str(champion.path) if champion else None,
         "best": across.best,
         "best_moved": across.moved,
+        "best_reason": across.reason,
     }

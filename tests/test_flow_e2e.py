@@ -109,6 +109,8 @@ def test_deployment_runs_caches_registers_and_refuses_bad_parameters(stack):
     keys = set(first["artifacts"])
     for suffix in ("progress", "epochs", "learning-curve", "model-card", "metrics", "bundle"):
         assert f"ncf-synth-tiny-{suffix}" in keys, keys
+    card = first["artifacts"]["ncf-synth-tiny-model-card"].data  # ends with the best alias's decision
+    assert "## Best across families\n\nthis model is now the best: first model on the ncf split" in card, card
     epochs = first["artifacts"]["ncf-synth-tiny-epochs"].data
     rows = json.loads(epochs) if isinstance(epochs, str) else epochs
     assert [row["epoch"] for row in rows] == [0, 1, 2] and "NDCG@10" in rows[0]
