@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 from own_logs import RETAIL_FLAGS, retail_log, write_csv
@@ -209,3 +211,16 @@ def manifest_user(root) -> str:
 
     users = pq.read_table(next((root / "data" / "processed").glob("retail-*")) / "users.parquet")
     return str(users.column("id")[0].as_py())
+
+
+def test_stock_codes_that_look_numeric_in_the_first_block_are_read_as_text(tmp_path: Path) -> None:
+    """pyarrow guesses a CSV column's type from its first block (1 MiB): codes such as 22423 there and
+    85123A later must not fail as 'CSV conversion error to int64'."""
+    rows = [f"c{i % 500},{20000 + i % 3000},{i}" for i in range(80_000)]  # ~1.4 MB of numeric codes
+    rows += ["c1,85123A,80000", "c2,85123A,80001"]
+    path = tmp_path / "shop.csv"
+    path.write_text("customer,sku,ts\n" + "\n".join(rows) + "\n")
+    log = read_log(path, Columns(user="customer", item="sku", rating=None, timestamp="ts"))
+    items = log.table.column("item")
+    assert pa.types.is_string(items.type) and "85123A" in items.to_pylist()[-2:]
+    assert "20001" in set(items.to_pylist()[:5])  # the numeric codes kept as the same text

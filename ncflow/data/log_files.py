@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 import pyarrow.dataset as ds
 
 from configs import Columns
@@ -96,19 +97,34 @@ def read_log(path: str | Path, columns: Columns) -> RawLog:
     files = log_files(path)
     if len(files) == 1 and files[0].stat().st_size == 0:
         raise NcflowError(f"{files[0]} is empty: it holds no interactions")
-    root = partition_root(path)
     try:
-        dataset = ds.dataset(
-            [str(f) for f in files],
-            format=log_format(files),
-            partitioning="hive" if root else None,
-            partition_base_dir=str(root) if root else None,
-        )
-        check_columns(dataset.schema.names, columns, str(path))
-        table = dataset.to_table(columns=[c for c in mapped(columns).values() if c is not None])
+        try:
+            table = _read_table(path, files, columns)
+        except pa.ArrowInvalid as err:
+            if log_format(files) != "csv" or "conversion error" not in str(err).lower():
+                raise
+            # CSV types are guessed from the first block: ids that look like integers there (stock code
+            # 22423) and not later (85123A) fail to convert. Ids are labels: read them as text.
+            table = _read_table(path, files, columns, text_ids=True)
     except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as err:
         raise NcflowError(f"cannot read {path}: {first_line(err)}") from None
     return canonical(table, columns, str(path))
+
+
+def _read_table(path: str | Path, files: list[Path], columns: Columns, text_ids: bool = False) -> pa.Table:
+    root = partition_root(path)
+    fmt: str | ds.FileFormat = log_format(files)
+    if text_ids:
+        ids = {c: pa.string() for c in (columns.user, columns.item, columns.title) if c}
+        fmt = ds.CsvFileFormat(convert_options=pacsv.ConvertOptions(column_types=ids))
+    dataset = ds.dataset(
+        [str(f) for f in files],
+        format=fmt,
+        partitioning="hive" if root else None,
+        partition_base_dir=str(root) if root else None,
+    )
+    check_columns(dataset.schema.names, columns, str(path))
+    return dataset.to_table(columns=[c for c in mapped(columns).values() if c is not None])
 
 
 def mapped(columns: Columns) -> dict[str, str | None]:
