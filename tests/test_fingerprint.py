@@ -42,8 +42,16 @@ def test_every_setting_is_in_the_fingerprint_and_no_path_is(params_cls, tmp_path
     log = str(tmp_path / "events.csv")
     base = params_cls.for_dataset(log, user_col="u", item_col="i").model_dump(mode="json")
     split = {"protocol": "ncf"}
-    where = {"data_dir", "runs_dir", "registry_dir", "force", "scheduler", "rendezvous_timeout"}
-    assert set(NOT_SETTINGS) == where  # where and how hard, never what is trained
+    where = {
+        "data_dir",
+        "runs_dir",
+        "registry_dir",
+        "force",
+        "scheduler",
+        "rendezvous_timeout",
+        "keep_versions",
+    }
+    assert set(NOT_SETTINGS) == where  # where, how hard and what to keep, never what is trained
     first = fingerprint("md5", base, split)
     for name, value in base.items():
         if name in NOT_SETTINGS:
