@@ -74,3 +74,12 @@ def test_command_writes_the_full_size_log(tmp_path: Path) -> None:
     t = _read(tmp_path / "shop" / FILE)
     assert 500_000 < t.num_rows < 600_000  # the Online Retail file has 541,909 lines
     assert 3_600 < len(set(t["StockCode"].to_pylist())) <= 3_684
+
+
+def test_an_invoice_is_one_visit(shop: Path) -> None:
+    t = _read(shop)
+    seen: dict[str, tuple[str, str | None]] = {}
+    for invoice, date, customer in zip(
+        t["InvoiceNo"].to_pylist(), t["InvoiceDate"].to_pylist(), t["CustomerID"].to_pylist(), strict=True
+    ):
+        assert seen.setdefault(invoice, (date, customer)) == (date, customer), invoice

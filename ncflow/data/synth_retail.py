@@ -84,7 +84,9 @@ def write_retail(out: Path, seed: int = 0, preset: SynthPreset = RETAIL) -> Path
     lines = _invoice_lines(user, item, preset.n_users, preset.n_items, rng)
     out = Path(out)
     with atomic_dir(out) as tmp:
-        pacsv.write_csv(lines, tmp / FILE, pacsv.WriteOptions(quoting_style="none"))
+        with open(tmp / FILE, "wb") as fh:  # the header unquoted, as the Online Retail file has it
+            fh.write((",".join(lines.column_names) + "\n").encode())
+            pacsv.write_csv(lines, fh, pacsv.WriteOptions(include_header=False, quoting_style="none"))
         meta = {
             "preset": "retail",
             "seed": seed,
@@ -114,8 +116,9 @@ def _invoice_lines(
     # Guests: lines without a customer, items by popularity (the customers' own mix).
     n_guest = int(round(u.size * GUEST_SHARE / (1 - GUEST_SHARE)))
     gi = i[rng.integers(0, i.size, n_guest)]
-    gt = _shop_times(n_guest, rng)
-    guest_visit = visits_per_user.sum() + np.arange(n_guest) // 8  # about 8 lines per guest invoice
+    guest_invoice = np.arange(n_guest) // 8  # about 8 lines per guest invoice, all at its time
+    gt = _shop_times(n_guest, rng)[guest_invoice * 8]
+    guest_visit = visits_per_user.sum() + guest_invoice
     # Returns: a share of the customers' lines come back, days later, with a negative quantity.
     ret = rng.random(u.size) < RETURN_SHARE
     rt = t[ret] + rng.integers(1, 30, ret.sum()) * 86400 + rng.integers(0, 3600, ret.sum())
