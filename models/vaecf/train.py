@@ -306,7 +306,8 @@ def main(argv: list[str] | None = None) -> int:
         "a folder written by `ncflow data --protocol vaecf`",
         argv,
         config_dir="vaecf",
-        batch_units=lambda manifest, cfg: manifest["counts"]["train_users"],
+        # The NCF split (--protocol ncf) trains on every user: it has no train_users count.
+        batch_units=lambda manifest, cfg: manifest["counts"].get("train_users", manifest["counts"]["users"]),
     )
 
 
