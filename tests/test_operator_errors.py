@@ -31,11 +31,13 @@ def test_a_failed_data_check_ends_the_worker_run_with_its_line_and_no_traceback(
     path = broken_log(tmp)
     where = [f"data_dir={tmp / 'data'}", f"runs_dir={tmp / 'runs'}", f"registry_dir={tmp / 'registry'}"]
     columns = ["user_col=customer", "item_col=sku", "rating_col=rating", "timestamp_col=ts"]
-    worker = next(log for log in stack.logs if log.name.startswith("worker"))
-    begin = worker.stat().st_size
+    # Every worker's log: earlier tests (a killed worker) may have started others, and any may take the run.
+    workers = [log for log in stack.logs if log.name.startswith("worker")]
+    begin = {log: log.stat().st_size for log in workers}
     with stack.expected_failures():  # the refusal is an ERROR line, on purpose
         run = run_deployment(stack, "ncf-train/synth-tiny", f"dataset={path}", *columns, *where)
-    worker_log = worker.read_bytes()[begin:].decode(errors="replace")
+    worker_log = "".join(log.read_bytes()[begin.get(log, 0) :].decode(errors="replace") for log in stack.logs
+                         if log.name.startswith("worker"))  # fmt: skip
     assert run["state"] == "Failed" and run["run"].state.message == LINE, run["run"].state
     assert run["tasks"]["check-broken"] == "Failed" and "train-ncf" not in run["tasks"]
     assert LINE in run["logs"] and LINE in worker_log
