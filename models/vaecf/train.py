@@ -307,7 +307,9 @@ def main(argv: list[str] | None = None) -> int:
         argv,
         config_dir="vaecf",
         # The NCF split (--protocol ncf) trains on every user: it has no train_users count.
-        batch_units=lambda manifest, cfg: manifest["counts"].get("train_users", manifest["counts"]["users"]),
+        batch_units=lambda manifest, cfg: (
+            manifest["counts"].get("train_users") or manifest["counts"]["users"]
+        ),
     )
 
 
